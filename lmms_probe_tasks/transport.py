@@ -1,0 +1,75 @@
+"""Hands per-layer features from the model wrapper to the task, out of band.
+
+lmms-eval turns every model output into a string, so arrays cannot travel through
+responses. The wrapper puts each document's ``[n_layers + 1, hidden]`` array into
+this process-wide store and returns the store key as its response; the task's
+``process_results`` (same process, same rank) takes the array back by that key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Every response of a probe request starts with this, so the task can tell a
+#: feature key from a generated answer (or a response replayed by ``--use_cache``).
+KEY_PREFIX = "lmms-probe-features:"
+
+
+@dataclass(frozen=True)
+class DocFeatures:
+    """Features of one document, as the wrapper extracted them.
+
+    Attributes:
+        layers: ``[n_layers + 1, hidden]`` float16; row 0 is the embedding output,
+            row i the output of decoder layer i.
+        meta: How they were made (model id, pooling, prompt, ...): recorded in results.
+    """
+
+    layers: np.ndarray
+    meta: dict
+
+
+class FeatureStore:
+    """Thread-safe in-process mapping from response keys to :class:`DocFeatures`."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, DocFeatures] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count()
+
+    def put(self, features: DocFeatures, hint: str = "") -> str:
+        """Store one document's features.
+
+        Args:
+            features: What the wrapper extracted.
+            hint: Human-readable part of the key (task and doc id), for log readability.
+
+        Returns:
+            The response string that identifies the features.
+        """
+        with self._lock:
+            key = f"{KEY_PREFIX}{hint}#{next(self._counter)}"
+            self._items[key] = features
+        return key
+
+    def take(self, key: str) -> DocFeatures | None:
+        """Remove and return the features stored under ``key``, or None when absent."""
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def clear(self) -> None:
+        """Forget everything (tests; a new evaluation in the same process)."""
+        with self._lock:
+            self._items.clear()
+
+
+#: The one store of this process: the wrapper writes, the task reads.
+STORE = FeatureStore()
