@@ -232,6 +232,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
 
     def aggregate_layer(self, items: list[dict], layer: int) -> float:
         """Train and score the probe of one layer (the ``<metric>_lNN`` row)."""
+        items = _canonical(items)
         y, is_train = self._targets(items)
         x = np.stack([item["x"] for item in items])
         score = score_layer(x, y, is_train, self.spec.probe)
@@ -247,6 +248,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         return self._report.summary[which]
 
     def _finish(self, items: list[dict], output_path: str | None) -> ProbeReport:
+        items = _canonical(items)
         n_layers = items[0]["n_layers"] if items else -1
         missing = [layer for layer in range(n_layers + 1) if layer not in self._scores]
         if missing:
@@ -272,6 +274,21 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
             paths = write_report(report, f"{output_path}/probes/{model}")
             logger.info(f"task {self.config.task}: per-layer results written to {paths['json'].parent}")
         return report
+
+
+def _canonical(items: list[dict]) -> list[dict]:
+    """Order payloads by doc uid, one per doc, so the fit is the same whatever the rank layout.
+
+    lmms-eval concatenates ranks' payloads in rank order; sorting makes 1-process and
+    N-process runs train on identical matrices.
+    """
+    unique = {item["uid"]: item for item in items}
+    if len(unique) != len(items):
+        raise ValueError(
+            f"{len(items) - len(unique)} duplicate doc uid(s) among {len(items)} probe docs; "
+            "every doc of a probe task needs a unique 'uid' (fix the task's builder)"
+        )
+    return [unique[uid] for uid in sorted(unique)]
 
 
 def versions() -> dict[str, str]:

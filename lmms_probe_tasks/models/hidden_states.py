@@ -1,0 +1,256 @@
+"""The ``hidden_states`` lmms-eval model: probe requests -> per-layer features; other requests -> greedy text.
+
+One wrapper serves both kinds of request so probing joins an existing eval suite in
+one run: a request whose ``generation_kwargs`` carry ``probe: true`` (set by the
+probe tasks' template) gets one forward pass and a feature key as its response;
+any other request is answered by greedy generation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from loguru import logger
+from tqdm import tqdm
+
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+
+from lmms_probe_tasks import transport
+from lmms_probe_tasks.extract import check_pooling, extract_batch
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: Prompt layout used when a processor has no chat template: one image token per
+#: image on its own line, then the task's text (the LLaVA-1.5 convention).
+FALLBACK_LAYOUT = "{image_tokens}\n{text}"
+
+
+def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -> Any:
+    """Load the config, turning hub/disk failures and wrong model kinds into one clear error."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    fix = (
+        "Fix: give an existing checkpoint folder (config.json inside) or a hub id such as "
+        "llava-hf/llava-1.5-7b-hf (with network access or a filled HF cache)."
+    )
+    looks_local = pretrained.startswith((".", "/", "~"))  # hub ids never start so
+    if looks_local and not os.path.isdir(os.path.expanduser(pretrained)):
+        raise ValueError(f"pretrained={pretrained!r}: no such checkpoint folder. {fix}")
+    try:
+        config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # OSError, ValueError, HF errors: all mean "cannot load that name"
+        where = "local folder" if os.path.isdir(pretrained) else "hub id or local folder"
+        raise ValueError(
+            f"pretrained={pretrained!r} could not be loaded as a {where}: {str(exc).splitlines()[0]} {fix}"
+        ) from None
+    model_type = getattr(config, "model_type", None)
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not trust_remote_code:
+        raise ValueError(
+            f"pretrained={pretrained!r} is a {model_type!r} checkpoint, not an image-text model: "
+            "the hidden_states model needs a checkpoint loadable with AutoModelForImageTextToText "
+            f"(e.g. {', '.join(sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)[:8])}, ...)."
+        )
+    return config
+
+
+def _resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; valid: {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+class HiddenStates(lmms):
+    """lmms-eval model that exposes every layer's hidden state of an image-text model.
+
+    Args:
+        pretrained: Hub id or local folder of an ``AutoModelForImageTextToText`` checkpoint.
+        revision: Hub revision.
+        dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+        device: ``cuda``, ``cuda:1``, ``cpu``; default: the process's accelerator device.
+        device_map: Passed to ``from_pretrained`` (``auto`` spreads one model over GPUs).
+        batch_size: Documents per forward pass for probe requests (arrives as a string).
+        pooling: ``last`` (final prompt position; default) or ``mean`` (non-padding positions).
+        trust_remote_code: Allow checkpoint code (default False).
+        max_new_tokens: Default generation length for non-probe requests.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        revision: str = "main",
+        dtype: str = "auto",
+        device: str | None = None,
+        device_map: str | None = None,
+        batch_size: int | str = 1,
+        pooling: str = "last",
+        trust_remote_code: bool = False,
+        max_new_tokens: int = 256,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if kwargs:
+            raise ValueError(
+                f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
+                "dtype, device, device_map, batch_size, pooling, trust_remote_code, max_new_tokens"
+            )
+        import torch
+        from accelerate import Accelerator
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        # Validate cheap arguments before touching the checkpoint.
+        self.pooling = check_pooling(str(pooling))
+        self.batch_size_per_gpu = int(batch_size)
+        if self.batch_size_per_gpu < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        pretrained = str(pretrained)
+        config = _check_pretrained(pretrained, str(revision), bool(trust_remote_code))
+
+        accelerator = Accelerator()
+        if accelerator.num_processes > 1:
+            # Data parallel (accelerate launch / torchrun): one full copy per rank.
+            if device_map:
+                raise ValueError("device_map cannot be combined with data parallel; use one process with device_map=auto")
+            self._device = accelerator.device
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+        else:
+            self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.accelerator = accelerator
+        torch_dtype = _resolve_dtype(str(dtype), str(self._device))
+
+        load_kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": bool(trust_remote_code)}
+        if device_map and accelerator.num_processes == 1:
+            load_kwargs["device_map"] = device_map
+        self._model = AutoModelForImageTextToText.from_pretrained(pretrained, **load_kwargs).eval()
+        if "device_map" not in load_kwargs:
+            self._model.to(self._device)
+        else:
+            self._device = self._model.device  # where the embeddings live: inputs go there
+        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=bool(trust_remote_code))
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        # Right padding: real tokens keep positions 0..n-1, so a causal decoder gives each
+        # document the same states alone or in a batch; pooling reads the attention mask.
+        self.tokenizer.padding_side = "right"
+        self.max_new_tokens = int(max_new_tokens)
+        text_config = config.get_text_config()
+        self.meta = {
+            "model": pretrained,
+            "revision": str(revision),
+            "model_type": config.model_type,
+            "dtype": str(torch_dtype).replace("torch.", ""),
+            "pooling": self.pooling,
+            "n_layers": int(text_config.num_hidden_layers),
+            "hidden_size": int(text_config.hidden_size),
+            "layer_0": "input embeddings of the language decoder (image features in place)",
+            "last_layer": "decoder output after the final norm (transformers' hidden_states convention)",
+            "prompt_format": "chat_template" if getattr(self.processor, "chat_template", None) else "fallback: " + FALLBACK_LAYOUT,
+        }
+
+    # -- lmms-eval plumbing ----------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The underlying transformers model."""
+        return self._model
+
+    @property
+    def device(self) -> Any:
+        """Device of the model inputs."""
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        """Documents per forward pass."""
+        return self.batch_size_per_gpu
+
+    def build_prompt(self, text: str, n_images: int) -> str:
+        """Lay out the prompt with the processor's chat template, or the documented fallback.
+
+        Args:
+            text: The task's text for this document.
+            n_images: Number of images to place before the text.
+
+        Returns:
+            The prompt string, ending where the assistant's answer would begin.
+        """
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
+            return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        image_token = getattr(self.processor, "image_token", None) or "<image>"
+        return FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
+
+    def _inputs(self, texts: list[str], images: list[list[Any]]) -> Any:
+        flat = [image for per_doc in images for image in per_doc]
+        prompts = [self.build_prompt(text, len(per_doc)) for text, per_doc in zip(texts, images)]
+        kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
+        if flat:
+            kwargs["images"] = flat
+        inputs = self.processor(**kwargs).to(self._device)
+        # Cast floating inputs (pixel values) to the model's dtype; ids stay integers.
+        return inputs.to(self._device, self._model.dtype) if hasattr(inputs, "to") else inputs
+
+    def _doc(self, request: Instance) -> tuple[str, dict, list]:
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+        doc = self.task_dict[task][split][doc_id]
+        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        return context, gen_kwargs, list(visuals or [])
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Answer probe requests with feature keys and all other requests with greedy text."""
+        responses: list[str | None] = [None] * len(requests)
+        # Data-parallel padding clones only even out ranks' request counts; their
+        # responses are never scored, so they get no forward pass.
+        padding = {i for i, r in enumerate(requests) if (r.metadata or {}).get("__padding_only__")}
+        probe_idx = [i for i, r in enumerate(requests) if (r.args[1] or {}).get("probe") and i not in padding]
+        probe_set = set(probe_idx)
+        other_idx = [i for i in range(len(requests)) if i not in probe_set and i not in padding]
+        bar = tqdm(total=len(requests) - len(padding), disable=self.rank != 0, desc="hidden_states")
+        for start in range(0, len(probe_idx), self.batch_size):
+            chunk = probe_idx[start : start + self.batch_size]
+            docs = [self._doc(requests[i]) for i in chunk]
+            inputs = self._inputs([d[0] for d in docs], [d[2] for d in docs])
+            feats = extract_batch(self._model, inputs, self.pooling)
+            for row, i in enumerate(chunk):
+                _, _, _, doc_id, task, _ = requests[i].args
+                responses[i] = transport.STORE.put(transport.DocFeatures(feats[row], self.meta), hint=f"{task}/{doc_id}")
+            bar.update(len(chunk))
+        for i in other_idx:
+            responses[i] = self._generate_one(requests[i])
+            bar.update(1)
+        bar.close()
+        return [r if r is not None else "" for r in responses]
+
+    def _generate_one(self, request: Instance) -> str:
+        import torch
+
+        context, gen_kwargs, visuals = self._doc(request)
+        gen_kwargs = dict(gen_kwargs or {})
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        inputs = self._inputs([context], [visuals])
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self._model.generate(
+                **inputs,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+                pad_token_id=pad_id,
+            )
+        text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for stop in until:
+            if stop:
+                text = text.split(stop)[0]
+        return text
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Not offered: lmms-eval 0.7.3 turns outputs into strings, which breaks loglikelihood scoring."""
+        raise NotImplementedError("hidden_states answers generate_until requests only (probe tasks and generation tasks)")
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        """Not offered: multi-round tasks are out of scope for a probing wrapper."""
+        raise NotImplementedError("hidden_states does not support multi-round generation")

@@ -1,0 +1,66 @@
+"""Pooling and the wrapper's early argument checks (no image-text checkpoint needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmms_probe_tasks.extract import check_pooling, pool
+
+
+def test_last_pooling_reads_the_mask_for_either_padding_side():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert torch.equal(pool(hidden, right, "last"), torch.stack([hidden[0, 1], hidden[1, 3]]))
+    assert torch.equal(pool(hidden, left, "last"), torch.stack([hidden[0, 3], hidden[1, 3]]))
+
+
+def test_mean_pooling_ignores_padding_and_is_float32():
+    hidden = torch.randn(2, 5, 4, dtype=torch.bfloat16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    out = pool(hidden, mask, "mean")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0], hidden[0, :3].float().mean(0))
+    torch.testing.assert_close(out[1], hidden[1].float().mean(0))
+
+
+def test_bad_pooling_lists_valid_values():
+    with pytest.raises(ValueError, match="valid: last, mean"):
+        check_pooling("bogus")
+
+
+def test_missing_pretrained_is_named(tmp_path, monkeypatch):
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "no-such-checkpoint")
+    with pytest.raises(ValueError, match="no-such-checkpoint"):
+        HiddenStates(pretrained=missing)
+
+
+def test_bogus_pooling_fails_before_loading(tmp_path):
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    # The checkpoint does not exist either: the pooling error must come first.
+    with pytest.raises(ValueError, match="pooling='bogus'.*valid: last, mean"):
+        HiddenStates(pretrained=str(tmp_path / "nothing"), pooling="bogus")
+
+
+def test_text_only_checkpoint_is_refused_clearly(tmp_path, monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    with pytest.raises(ValueError, match="'llama' checkpoint, not an image-text model"):
+        HiddenStates(pretrained=str(tmp_path / "llama"))
+
+
+def test_unknown_model_arg_is_named(tmp_path):
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    with pytest.raises(ValueError, match=r"unknown model_args \['poolin'\]"):
+        HiddenStates(pretrained=str(tmp_path), poolin="last")
