@@ -16,6 +16,7 @@ YAML template). Compared with a plain YAML task it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import re
@@ -117,6 +118,22 @@ class ProbeSpec:
         )
         return cls(metric, block.get("label_field", "label"), int(block.get("n_classes", len(names))), names, probe)
 
+    def with_label_names(self, names: tuple[str, ...]) -> ProbeSpec:
+        """Fill class names and count from the dataset's features when the YAML gives none."""
+        if self.label_names or not names:
+            return self
+        return dataclasses.replace(self, label_names=names, n_classes=self.n_classes or len(names))
+
+
+def _class_names(feature: Any) -> tuple[str, ...]:
+    """Names of a ``ClassLabel`` (or a list of ``ClassLabel``) dataset feature, else ()."""
+    import datasets
+
+    inner = getattr(feature, "feature", None) if not isinstance(feature, datasets.ClassLabel) else feature
+    if isinstance(feature, list) and feature:
+        inner = feature[0]
+    return tuple(inner.names) if isinstance(inner, datasets.ClassLabel) else ()
+
 
 def _layer_key(metric: str, layer: int, n_layers: int) -> str:
     """Zero-padded row name (``acc_l07``) so lmms-eval's alphabetical table sorts by layer."""
@@ -172,7 +189,11 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
                 f"task {self.config.task}: dataset_kwargs.builder is missing; "
                 "name a function returning a datasets.Dataset, e.g. lmms_probe_tasks.data.shapes.entailment_docs"
             )
-        docs = load_builder(kwargs.pop("builder"))(**kwargs)
+        built = load_builder(kwargs.pop("builder"))(**kwargs)
+        # A builder returns the docs, or (docs, report) where the report counts what
+        # it skipped and why; the report goes into every artifact.
+        docs, self.data_report = built if isinstance(built, tuple) else (built, {})
+        self.spec = self.spec.with_label_names(_class_names(docs.features.get(self.spec.label_field)))
         split = self.config.test_split
         if self.config.process_docs is not None:
             docs = self.config.process_docs(docs)
@@ -264,6 +285,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
                 "label_field": self.spec.label_field,
                 "label_names": list(self.spec.label_names),
                 "builder": dict(self.config.dataset_kwargs or {}),
+                "report": getattr(self, "data_report", {}),
             },
             "prompt_template": (self.lmms_eval_specific_kwargs or {}).get("prompt"),
             "versions": versions(),

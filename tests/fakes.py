@@ -32,7 +32,20 @@ def planted_docs(n_train: int = 60, n_test: int = 30, seed: int = 0, multilabel:
         columns["labels"] = [sorted(int(c) for c in np.flatnonzero(rng.random(3) < 0.5)) for _ in range(n)]
     else:
         columns["label"] = [int(v) for v in rng.integers(0, 3, n)]
-    return datasets.Dataset.from_dict(columns)
+    features = datasets.Features(
+        {
+            "uid": datasets.Value("string"),
+            "probe_split": datasets.Value("string"),
+            "image": datasets.Image(),
+            "text": datasets.Value("string"),
+            **(
+                {"labels": datasets.List(datasets.ClassLabel(names=["a", "b", "c"]))}
+                if multilabel
+                else {"label": datasets.Value("int64")}
+            ),
+        }
+    )
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 class PlantedModel(lmms):

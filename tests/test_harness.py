@@ -35,8 +35,15 @@ def test_one_row_per_layer_and_planted_peak():
     assert acc["acc_last,none"] == acc[f"acc_l{N_LAYERS:02d},none"]
     mapr = results["fake_planted_multilabel"]
     assert mapr["best_layer,none"] == SIGNAL_LAYER and mapr["map_best,none"] > 0.9
+
     # One forward per doc, every feature consumed from the store.
     assert model.calls == 2 * 90 and len(transport.STORE) == 0
+
+
+def test_class_names_come_from_dataset_features():
+    manager = TaskManager("ERROR", include_path=FIXTURES, include_defaults=False)
+    task = manager.load_task_or_group(["fake_planted_multilabel"])["fake_planted_multilabel"]
+    assert task.spec.label_names == ("a", "b", "c") and task.spec.n_classes == 3
 
 
 def test_prompt_template_is_applied():
