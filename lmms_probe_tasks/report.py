@@ -109,6 +109,7 @@ def plot_curve(report: ProbeReport, path: str | os.PathLike) -> None:
 
     matplotlib.use("Agg")  # headless: never needs a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     layers = sorted(report.scores)
     values = [report.scores[layer].score for layer in layers]
@@ -119,6 +120,7 @@ def plot_curve(report: ProbeReport, path: str | os.PathLike) -> None:
         ax.axvline(best, color="grey", linestyle=":", label=f"best layer {int(best)}")
     model = report.config.get("extraction", {}).get("model", "")
     ax.set_title(f"{report.task} — {model}", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel(report.metric)
     ax.grid(alpha=0.3)

@@ -1,0 +1,173 @@
+"""End to end through the real ``lmms-eval`` CLI on tiny offline checkpoints.
+
+Each test runs the installed console scripts in a subprocess from a folder outside
+the repository, as a user would. lmms-eval exits 0 even when an evaluation fails,
+so every check reads the results files, never the exit code alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+def _exe(name: str) -> str:
+    found = BIN / name
+    return str(found) if found.exists() else (shutil.which(name) or pytest.skip(f"{name} not installed"))
+
+
+def _lmms_eval(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: int = 300) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    cmd = (launcher + ["-m", "lmms_eval"]) if launcher else [_exe("lmms-eval")]
+    proc = subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc.stdout + proc.stderr
+
+
+def _results(out: Path, log: str) -> dict:
+    files = sorted(out.glob("*/*_results.json"))
+    assert files, f"no results file; lmms-eval said:\n{log[-4000:]}"
+    return json.loads(files[-1].read_text())["results"]
+
+
+def _layer_rows(task_results: dict, metric: str) -> dict[str, float]:
+    return {
+        k.split(",")[0]: v
+        for k, v in task_results.items()
+        if k.startswith(f"{metric}_l") and k.split(",")[0][len(metric) + 2 :].isdigit() and "stderr" not in k
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    from lmms_probe_tasks.tiny import build_tiny
+
+    return build_tiny("llava", tmp_path_factory.mktemp("ckpt") / "tiny-llava")
+
+
+def test_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
+    from transformers import AutoConfig
+
+    n_layers = AutoConfig.from_pretrained(tiny_llava).get_text_config().num_hidden_layers
+    log = _lmms_eval(
+        ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "8",
+         "--tasks", "probe_*", "--output_path", "out"],
+        cwd=tmp_path,
+    )
+    results = _results(tmp_path / "out", log)
+    assert set(results) == {"probe_shapes_entailment", "probe_shapes_objects"}
+    for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
+        rows = _layer_rows(results[task], metric)
+        assert sorted(rows) == [f"{metric}_l{i:02d}" for i in range(n_layers + 1)]
+        assert all(0.0 <= v <= 1.0 for v in rows.values())
+        assert f"|{metric}_l{n_layers:02d}" in log.replace(" ", "")  # printed in the table
+        folder = next((tmp_path / "out" / "probes").iterdir())
+        report = json.loads((folder / f"{task}.json").read_text())
+        assert [r["layer"] for r in report["layers"]] == list(range(n_layers + 1))
+        assert report["config"]["data"]["n_train"] == 240 and report["config"]["data"]["n_test"] == 120
+        extraction = report["config"]["extraction"]
+        assert extraction["model"] == str(tiny_llava) and extraction["pooling"] == "last"
+        assert {"lmms-eval", "transformers", "torch", "lmms-probe-tasks"} <= set(report["config"]["versions"])
+        csv_lines = (folder / f"{task}.csv").read_text().splitlines()
+        assert len(csv_lines) == n_layers + 2 and csv_lines[0].startswith("layer,relative_depth," + metric)
+        assert (folder / f"{task}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _plain_llava(folder: Path) -> Path:
+    """A LLaVA checkpoint written by plain transformers code (no chat template), not by our builder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    words = "[UNK] [PAD] <s> </s> <image> the a is of to and in red green blue circle square star left right above".split()
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=["<image>"],
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=24, patch_size=8),
+        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                                num_attention_heads=2, num_key_value_heads=2, pad_token_id=1),
+        image_token_id=vocab["<image>"],
+    )
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
+    import datasets
+    from PIL import Image
+
+    ckpt = _plain_llava(tmp_path / "plain-llava")
+    gen = tmp_path / "gen_tasks"
+    gen.mkdir()
+    images = [Image.new("RGB", (24, 24), colour) for colour in ("red", "blue", "green")]
+    datasets.Dataset.from_dict(
+        {"image": images, "question": ["What colour?"] * 3, "answer": ["red", "blue", "green"]},
+        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                    "answer": datasets.Value("string")}),
+    ).to_parquet(str(gen / "docs.parquet"))
+    (gen / "gen_fixture.yaml").write_text(
+        "task: gen_fixture\ndataset_path: parquet\ndataset_kwargs:\n  data_files: docs.parquet\n"
+        "test_split: train\noutput_type: generate_until\n"
+        "doc_to_visual: !function lmms_probe_tasks.harness.doc_to_visual\n"
+        'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
+        "generation_kwargs: {max_new_tokens: 4, until: ['.']}\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    log = _lmms_eval(
+        ["--model", "hidden_states", "--model_args", f"pretrained={ckpt},pooling=mean",
+         "--tasks", "probe_shapes_entailment,gen_fixture", "--include_path", str(gen),
+         "--limit", "60", "--output_path", "out", "--log_samples"],
+        cwd=tmp_path,
+    )
+    results = _results(tmp_path / "out", log)
+    assert sorted(_layer_rows(results["probe_shapes_entailment"], "acc")) == [f"acc_l{i:02d}" for i in range(4)]
+    assert "exact_match,none" in results["gen_fixture"]
+    samples = sorted((tmp_path / "out").glob("*/*gen_fixture*.jsonl"))
+    assert samples, "generation samples were not logged"
+    responses = [json.loads(line)["filtered_resps"] for line in samples[0].read_text().splitlines()]
+    assert len(responses) == 3 and not any("lmms-probe-features" in str(r) for r in responses)
+    # Greedy text honouring max_new_tokens=4 (this word-level tokenizer decodes one word per token).
+    assert all(0 < len(str(r).split()) <= 4 for r in responses)
+    report = next((tmp_path / "out" / "probes").glob("*/probe_shapes_entailment.json"))
+    extraction = json.loads(report.read_text())["config"]["extraction"]
+    assert extraction["pooling"] == "mean" and extraction["prompt_format"].startswith("fallback")
+
+
+def test_torchrun_two_processes_match_one_process(tiny_llava, tmp_path):
+    args = ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}",
+            "--tasks", "probe_shapes_entailment,probe_shapes_objects", "--limit", "90"]
+    one = _lmms_eval(args + ["--output_path", "one"], cwd=tmp_path)
+    two = _lmms_eval(args + ["--output_path", "two"], cwd=tmp_path,
+                     launcher=[_exe("torchrun"), "--nproc_per_node", "2", "--master_port", "29517"])
+    r1, r2 = _results(tmp_path / "one", one), _results(tmp_path / "two", two)
+    for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
+        rows1, rows2 = _layer_rows(r1[task], metric), _layer_rows(r2[task], metric)
+        assert rows1 and rows1 == rows2
