@@ -1,19 +1,36 @@
 """Extracts one pooled vector per layer from an image-text model (the only torch-model code).
 
-Conventions (transformers' ``output_hidden_states``): row 0 is the decoder's input
-embeddings (image features already scattered into the image-token slots), row ``i``
-the output of decoder layer ``i``; the last row is what transformers returns for the
-last layer, i.e. **after the final norm**. Pooling happens in float32 and the result
-is stored as float16.
+Layer indices follow transformers' ``output_hidden_states`` convention for the
+language decoder: index 0 is the decoder's input (token embeddings with the image
+features already scattered into the image-token slots), index ``i`` the output of
+decoder layer ``i``, and the last index ``L`` the decoder's final output **after the
+final norm** (what transformers returns as the last hidden state).
+
+Instead of asking the model for every layer's full ``[batch, seq, hidden]`` tensor,
+hooks on the decoder pool each layer the moment it is produced (in float32) and keep
+only ``[batch, hidden]``; the forward pass is stopped right after the deepest requested
+layer, so deeper layers and the language-model head are never computed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-POOLINGS: tuple[str, ...] = ("last", "mean")
+POOLINGS: tuple[str, ...] = ("last", "mean", "image", "text")
+POOLING_HELP = (
+    "last = state at the final prompt position, mean = mean over non-padding positions, "
+    "image = mean over the image-token positions, text = mean over the non-image, non-padding positions"
+)
+# Attribute names under which transformers' decoders keep their layer list and final
+# norm. Most families use `layers`/`norm`; the others are older naming schemes.
+_LAYER_LIST_NAMES = ("layers", "layer", "h", "block", "blocks")
+_FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "layer_norm", "ln_f")
 
 
 def check_pooling(pooling: str) -> str:
@@ -23,61 +40,221 @@ def check_pooling(pooling: str) -> str:
         ValueError: Naming the value and the valid set.
     """
     if pooling not in POOLINGS:
-        raise ValueError(
-            f"pooling={pooling!r} is not supported; valid: {', '.join(POOLINGS)} "
-            "(last = state at the final prompt position, mean = mean over non-padding positions)"
-        )
+        raise ValueError(f"pooling={pooling!r} is not supported; valid: {', '.join(POOLINGS)} ({POOLING_HELP})")
     return pooling
 
 
-def pool(hidden: Any, attention_mask: Any, pooling: str) -> Any:
-    """Pool one layer's hidden states over the sequence.
+def parse_layers(value: Any, n_layers: int) -> tuple[int, ...]:
+    """Parse a ``layers=`` model arg into sorted, unique layer indices in ``0..n_layers``.
+
+    Accepted forms: ``all``; a Python-style range ``start:stop[:step]`` (stop exclusive,
+    e.g. ``0:33:4``); a list ``[0,8,16,32]`` (brackets keep lmms-eval's ``--model_args``
+    parser from splitting on the commas; ``0;8;16`` also works); a single index.
 
     Args:
-        hidden: ``[batch, seq, hidden]`` torch tensor, any float dtype.
-        attention_mask: ``[batch, seq]`` 0/1 tensor (padding on either side).
-        pooling: ``last`` (last non-padding position) or ``mean`` (mean over non-padding positions).
+        value: The raw value (lmms-eval turns ``8`` into an int, ``0.5`` into a float).
+        n_layers: Number of decoder layers ``L`` (indices run ``0..L``).
 
     Returns:
-        ``[batch, hidden]`` float32 tensor.
+        The selected indices.
+
+    Raises:
+        ValueError: Bad syntax or an index outside ``0..L``, naming both.
+    """
+    valid = f"valid: 0–{n_layers} (0 = embeddings, {n_layers} = last layer after the final norm)"
+    text = str(value).strip().strip("[]()").replace(" ", "")
+    if text in ("", "all"):
+        return tuple(range(n_layers + 1))
+    try:
+        if ":" in text:
+            parts = [int(p) if p else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            picked = list(range(n_layers + 1)[slice(*parts)])
+            if not picked:
+                raise ValueError(f"layers={value!r} selects no layer for a {n_layers}-layer model; {valid}")
+            return tuple(picked)
+        picked = [int(float(p)) for p in re.split(r"[,;]", text) if p]
+    except ValueError as exc:
+        if "selects no layer" in str(exc):
+            raise
+        raise ValueError(
+            f"layers={value!r} is not understood; use all, a range like 0:33:4, or a list like "
+            "[0,8,16,32] (quote --model_args in the shell: --model_args 'pretrained=...,layers=[0,8,16]')"
+        ) from None
+    bad = [i for i in picked if not 0 <= i <= n_layers]
+    if bad:
+        raise ValueError(f"layer {bad[0]} out of range for a {n_layers}-layer model; {valid}")
+    return tuple(sorted(set(picked)))
+
+
+@dataclass(frozen=True)
+class DecoderParts:
+    """The modules of a language decoder that the hooks attach to.
+
+    Attributes:
+        layers: The decoder layers, in order (``L`` of them).
+        norm: The final norm (its output is layer index ``L``), or None if the
+            decoder has none (then index ``L`` is the last layer's raw output).
+    """
+
+    layers: Sequence[Any]
+    norm: Any | None
+
+
+def find_decoder(model: Any) -> DecoderParts:
+    """Locate the language decoder's layers and final norm through transformers' API.
+
+    Uses ``model.get_decoder()`` (every transformers image-text model has it) and looks
+    for the layer list and final norm by their conventional attribute names.
+
+    Raises:
+        ValueError: The decoder or its layers cannot be found (names the model class).
     """
     import torch
 
-    hidden = hidden.float()
-    mask = attention_mask.to(hidden.device)
-    if pooling == "last":
-        # Index of the last 1 in each row: works for left and right padding alike.
-        last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    weights = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None:
+        raise ValueError(f"{type(model).__name__}: get_decoder() returned nothing; this family's language decoder cannot be probed")
+    layers = next(
+        (getattr(decoder, n) for n in _LAYER_LIST_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)), None
+    )
+    if layers is None:
+        raise ValueError(
+            f"{type(model).__name__}: its decoder {type(decoder).__name__} has no layer list "
+            f"(looked for {', '.join(_LAYER_LIST_NAMES)}); this family is not supported yet"
+        )
+    norm = next((getattr(decoder, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None)
+    return DecoderParts(layers=layers, norm=norm)
 
 
-def extract_batch(model: Any, inputs: Any, pooling: str) -> np.ndarray:
-    """Run one forward pass and return every layer's pooled state.
+def pooling_weights(attention_mask: Any, pooling: str, image_mask: Any | None = None) -> Any:
+    """Turn a pooling mode into per-position weights that sum to 1 per row.
 
     Args:
-        model: A transformers image-text model (``AutoModelForImageTextToText``).
+        attention_mask: ``[batch, seq]`` 0/1 tensor (padding on either side).
+        pooling: One of :data:`POOLINGS`.
+        image_mask: ``[batch, seq]`` bool tensor, True at image-token positions
+            (required for ``image`` and ``text``).
+
+    Returns:
+        ``[batch, seq]`` float32 tensor.
+
+    Raises:
+        ValueError: A row has no position to pool over (e.g. no image token).
+    """
+    import torch
+
+    mask = attention_mask.float()
+    if pooling == "last":
+        # The last 1 in each row: right for left and right padding alike.
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
+        weights = torch.zeros_like(mask)
+        weights[torch.arange(mask.shape[0]), last] = 1.0
+        return weights
+    if pooling in ("image", "text"):
+        image = image_mask.float() * mask
+        mask = image if pooling == "image" else mask - image
+    counts = mask.sum(dim=1, keepdim=True)
+    if (counts == 0).any():
+        raise ValueError(f"pooling={pooling!r}: a document has no {pooling} positions to average over")
+    return mask / counts
+
+
+def pool(hidden: Any, weights: Any) -> Any:
+    """Pool ``[batch, seq, hidden]`` states with ``[batch, seq]`` weights into ``[batch, hidden]`` float32."""
+    return (hidden.float() * weights.to(hidden.device).unsqueeze(-1)).sum(dim=1)
+
+
+class _StopForward(Exception):
+    """Raised inside the deepest needed hook: nothing after that layer is computed."""
+
+
+@contextlib.contextmanager
+def layer_capture(parts: DecoderParts, layers: Sequence[int], weights: Any) -> Iterator[dict[int, Any]]:
+    """Install hooks that pool the requested layers as they are produced; always removed.
+
+    Args:
+        parts: The decoder's modules.
+        layers: Requested indices in ``0..L``.
+        weights: ``[batch, seq]`` pooling weights (see :func:`pooling_weights`).
+
+    Yields:
+        A dict filled during the forward pass: layer index -> ``[batch, hidden]`` float32.
+    """
+    n_layers = len(parts.layers)
+    wanted, deepest = set(layers), max(layers)
+    captured: dict[int, Any] = {}
+
+    def store(index: int, hidden: Any) -> None:
+        if isinstance(hidden, tuple):  # decoder layers return a tuple before transformers 4.54
+            hidden = hidden[0]
+        if hidden.shape[1] != weights.shape[1]:
+            raise ValueError(
+                f"decoder sequence length {hidden.shape[1]} differs from the prompt's {weights.shape[1]} tokens; "
+                "this family changes the sequence inside the model and needs an adapter"
+            )
+        if index in wanted:
+            captured[index] = pool(hidden, weights)
+        if index == deepest:
+            raise _StopForward
+
+    def embeddings_hook(module: Any, args: tuple, kwargs: dict) -> None:
+        store(0, kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+
+    def output_hook(index: int) -> Any:
+        return lambda module, args, output: store(index, output)
+
+    handles = [parts.layers[0].register_forward_pre_hook(embeddings_hook, with_kwargs=True)]
+    for index in range(1, n_layers):
+        handles.append(parts.layers[index - 1].register_forward_hook(output_hook(index)))
+    # Index L is after the final norm (transformers' convention); without a norm, the last layer's output.
+    last_module = parts.norm if parts.norm is not None else parts.layers[n_layers - 1]
+    handles.append(last_module.register_forward_hook(output_hook(n_layers)))
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def extract_batch(
+    model: Any,
+    inputs: Any,
+    pooling: str,
+    layers: Sequence[int],
+    image_token_id: int | None = None,
+    parts: DecoderParts | None = None,
+) -> np.ndarray:
+    """Run one (truncated) forward pass and return the requested layers' pooled states.
+
+    Args:
+        model: A transformers image-text model.
         inputs: Processor output for the batch (``input_ids``, ``attention_mask``,
             ``pixel_values``, ...), already on the model's device.
-        pooling: See :func:`pool`.
+        pooling: One of :data:`POOLINGS`.
+        layers: Requested indices in ``0..L``, sorted.
+        image_token_id: Id of the image placeholder token (needed by ``image``/``text``).
+        parts: The decoder's modules (found with :func:`find_decoder` when omitted).
 
     Returns:
-        ``[batch, n_layers + 1, hidden]`` float16 array.
+        ``[batch, len(layers), hidden]`` float16 array, rows in the order of ``layers``.
     """
     import torch
 
-    kwargs = {"output_hidden_states": True, "use_cache": False, "return_dict": True}
-    # The LM head over the whole sequence (seq x vocab floats) is pure waste for probing.
-    if _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
-    with torch.inference_mode():
-        out = model(**inputs, **kwargs)
-        pooled = [pool(h, inputs["attention_mask"], pooling) for h in out.hidden_states]
-    return torch.stack(pooled, dim=1).cpu().numpy().astype(np.float16)
-
-
-def _accepts(model: Any, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(model.forward).parameters
+    parts = parts or find_decoder(model)
+    image_mask = None
+    if pooling in ("image", "text"):
+        if image_token_id is None:
+            raise ValueError(f"pooling={pooling!r} needs the image token id, which {type(model).__name__} does not expose")
+        image_mask = inputs["input_ids"] == image_token_id
+    weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
+    with torch.inference_mode(), layer_capture(parts, layers, weights) as captured:
+        try:
+            model(**inputs, use_cache=False, return_dict=True)
+        except _StopForward:
+            pass
+    missing = [layer for layer in layers if layer not in captured]
+    if missing:
+        raise RuntimeError(f"{type(model).__name__}: the forward pass never produced layers {missing}")
+    return torch.stack([captured[layer] for layer in layers], dim=1).cpu().numpy().astype(np.float16)

@@ -223,12 +223,16 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
                 "not a feature key. Probe tasks need --model hidden_states (lmms_probe_tasks) run in this process; "
                 "responses replayed from a cache or made by another model carry no features."
             )
-        layers = features.layers
-        n_layers = layers.shape[0] - 1
+        # Row r of the array is layer meta["layers"][r] (all layers unless the user picked some).
+        layer_ids = features.meta.get("layers") or list(range(features.layers.shape[0]))
+        n_layers = features.meta.get("n_layers", layer_ids[-1])
         label = doc[self.spec.label_field]
         base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": label}
-        payload = {_layer_key(self.spec.metric, layer, n_layers): {**base, "x": layers[layer]} for layer in range(n_layers + 1)}
-        summary = {**base, "n_layers": n_layers, "meta": features.meta}
+        payload = {
+            _layer_key(self.spec.metric, layer, n_layers): {**base, "x": features.layers[row]}
+            for row, layer in enumerate(layer_ids)
+        }
+        summary = {**base, "layers": list(layer_ids), "meta": features.meta}
         m = self.spec.metric
         payload.update({f"{m}_best": summary, f"{m}_last": summary, "best_layer": summary})
         if not self.metric_names:
@@ -270,8 +274,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
 
     def _finish(self, items: list[dict], output_path: str | None) -> ProbeReport:
         items = _canonical(items)
-        n_layers = items[0]["n_layers"] if items else -1
-        missing = [layer for layer in range(n_layers + 1) if layer not in self._scores]
+        missing = [layer for layer in (items[0]["layers"] if items else []) if layer not in self._scores]
         if missing:
             # lmms-eval aggregates in the order process_results returned the keys (layers first).
             raise RuntimeError(f"task {self.config.task}: layers {missing} were not aggregated before the summary")

@@ -5,29 +5,57 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmms_probe_tasks.extract import check_pooling, pool
+from lmms_probe_tasks.extract import check_pooling, parse_layers, pool, pooling_weights
 
 
 def test_last_pooling_reads_the_mask_for_either_padding_side():
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert torch.equal(pool(hidden, right, "last"), torch.stack([hidden[0, 1], hidden[1, 3]]))
-    assert torch.equal(pool(hidden, left, "last"), torch.stack([hidden[0, 3], hidden[1, 3]]))
+    assert torch.equal(pool(hidden, pooling_weights(right, "last")), torch.stack([hidden[0, 1], hidden[1, 3]]))
+    assert torch.equal(pool(hidden, pooling_weights(left, "last")), torch.stack([hidden[0, 3], hidden[1, 3]]))
 
 
 def test_mean_pooling_ignores_padding_and_is_float32():
     hidden = torch.randn(2, 5, 4, dtype=torch.bfloat16)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    out = pool(hidden, mask, "mean")
+    out = pool(hidden, pooling_weights(mask, "mean"))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out[0], hidden[0, :3].float().mean(0))
     torch.testing.assert_close(out[1], hidden[1].float().mean(0))
 
 
 def test_bad_pooling_lists_valid_values():
-    with pytest.raises(ValueError, match="valid: last, mean"):
+    with pytest.raises(ValueError, match="valid: last, mean, image, text"):
         check_pooling("bogus")
+
+
+def test_image_and_text_pooling_split_the_real_positions():
+    hidden = torch.arange(1 * 5 * 2, dtype=torch.float32).reshape(1, 5, 2)
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    image = torch.tensor([[False, True, True, False, False]])
+    torch.testing.assert_close(pool(hidden, pooling_weights(mask, "image", image)), hidden[0, 1:3].mean(0, keepdim=True))
+    torch.testing.assert_close(pool(hidden, pooling_weights(mask, "text", image)), hidden[0, [0, 3]].mean(0, keepdim=True))
+    with pytest.raises(ValueError, match="no image positions"):
+        pooling_weights(mask, "image", torch.zeros_like(image))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("all", tuple(range(33))), ("0:33:4", tuple(range(0, 33, 4))), ("[0,8,16,32]", (0, 8, 16, 32)),
+     ("0;8", (0, 8)), (8, (8,)), ("[32, 0, 0]", (0, 32)), ("28:", (28, 29, 30, 31, 32))],
+)
+def test_parse_layers_forms(value, expected):
+    assert parse_layers(value, 32) == expected
+
+
+def test_parse_layers_errors_name_the_valid_range():
+    with pytest.raises(ValueError, match="layer 40 out of range for a 32-layer model; valid: 0–32"):
+        parse_layers("[0,40]", 32)
+    with pytest.raises(ValueError, match="not understood"):
+        parse_layers("zero", 32)
+    with pytest.raises(ValueError, match="selects no layer"):
+        parse_layers("40:50", 32)
 
 
 def test_missing_pretrained_is_named(tmp_path, monkeypatch):
@@ -43,7 +71,7 @@ def test_bogus_pooling_fails_before_loading(tmp_path):
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
     # The checkpoint does not exist either: the pooling error must come first.
-    with pytest.raises(ValueError, match="pooling='bogus'.*valid: last, mean"):
+    with pytest.raises(ValueError, match="pooling='bogus'.*valid: last, mean, image, text"):
         HiddenStates(pretrained=str(tmp_path / "nothing"), pooling="bogus")
 
 

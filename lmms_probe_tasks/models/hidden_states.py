@@ -18,9 +18,10 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
 from lmms_probe_tasks import transport
-from lmms_probe_tasks.extract import check_pooling, extract_batch
+from lmms_probe_tasks.extract import check_pooling, extract_batch, find_decoder, parse_layers
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+INITS = ("pretrained", "random")
 #: Prompt layout used when a processor has no chat template: one image token per
 #: image on its own line, then the task's text (the LLaVA-1.5 convention).
 FALLBACK_LAYOUT = "{image_tokens}\n{text}"
@@ -55,6 +56,15 @@ def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -
     return config
 
 
+def _image_token_id(config: Any) -> int | None:
+    """The id of the image placeholder token, under either of transformers' names."""
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -75,7 +85,13 @@ class HiddenStates(lmms):
         device: ``cuda``, ``cuda:1``, ``cpu``; default: the process's accelerator device.
         device_map: Passed to ``from_pretrained`` (``auto`` spreads one model over GPUs).
         batch_size: Documents per forward pass for probe requests (arrives as a string).
-        pooling: ``last`` (final prompt position; default) or ``mean`` (non-padding positions).
+        pooling: ``last`` (final prompt position; default), ``mean`` (non-padding positions),
+            ``image`` (image-token positions) or ``text`` (the other non-padding positions).
+        layers: ``all`` (default), a range ``0:33:4`` or a list ``[0,8,16,32]``; deeper layers
+            than the deepest requested one are not computed.
+        init: ``pretrained`` (default) or ``random``: the same architecture with randomly
+            initialised weights (seeded by ``seed``), the standard control for probing.
+        seed: Seed of the random initialisation.
         trust_remote_code: Allow checkpoint code (default False).
         max_new_tokens: Default generation length for non-probe requests.
     """
@@ -89,6 +105,9 @@ class HiddenStates(lmms):
         device_map: str | None = None,
         batch_size: int | str = 1,
         pooling: str = "last",
+        layers: Any = "all",
+        init: str = "pretrained",
+        seed: int = 0,
         trust_remote_code: bool = False,
         max_new_tokens: int = 256,
         **kwargs: Any,
@@ -97,7 +116,7 @@ class HiddenStates(lmms):
         if kwargs:
             raise ValueError(
                 f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
-                "dtype, device, device_map, batch_size, pooling, trust_remote_code, max_new_tokens"
+                "dtype, device, device_map, batch_size, pooling, layers, init, seed, trust_remote_code, max_new_tokens"
             )
         import torch
         from accelerate import Accelerator
@@ -108,8 +127,19 @@ class HiddenStates(lmms):
         self.batch_size_per_gpu = int(batch_size)
         if self.batch_size_per_gpu < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not supported; valid: {', '.join(INITS)}")
         pretrained = str(pretrained)
         config = _check_pretrained(pretrained, str(revision), bool(trust_remote_code))
+        text_config = config.get_text_config()
+        n_layers = int(text_config.num_hidden_layers)
+        self.layers = parse_layers(layers, n_layers)
+        self.image_token_id = _image_token_id(config)
+        if self.pooling in ("image", "text") and self.image_token_id is None:
+            raise ValueError(
+                f"pooling={self.pooling!r} needs image-token positions, but {config.model_type!r} checkpoints "
+                f"expose no image token id; valid for this family: last, mean"
+            )
 
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
@@ -126,7 +156,16 @@ class HiddenStates(lmms):
         load_kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": bool(trust_remote_code)}
         if device_map and accelerator.num_processes == 1:
             load_kwargs["device_map"] = device_map
-        self._model = AutoModelForImageTextToText.from_pretrained(pretrained, **load_kwargs).eval()
+        if init == "random":
+            # Same architecture and config, fresh weights: what probing results must beat.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                self._model = AutoModelForImageTextToText.from_config(
+                    config, dtype=torch_dtype, trust_remote_code=bool(trust_remote_code)
+                ).eval()
+            load_kwargs.pop("device_map", None)
+        else:
+            self._model = AutoModelForImageTextToText.from_pretrained(pretrained, **load_kwargs).eval()
         if "device_map" not in load_kwargs:
             self._model.to(self._device)
         else:
@@ -137,14 +176,16 @@ class HiddenStates(lmms):
         # document the same states alone or in a batch; pooling reads the attention mask.
         self.tokenizer.padding_side = "right"
         self.max_new_tokens = int(max_new_tokens)
-        text_config = config.get_text_config()
+        self._decoder = find_decoder(self._model)
         self.meta = {
             "model": pretrained,
             "revision": str(revision),
             "model_type": config.model_type,
             "dtype": str(torch_dtype).replace("torch.", ""),
+            "init": init if init == "pretrained" else f"random (seed {int(seed)})",
             "pooling": self.pooling,
-            "n_layers": int(text_config.num_hidden_layers),
+            "n_layers": n_layers,
+            "layers": list(self.layers),
             "hidden_size": int(text_config.hidden_size),
             "layer_0": "input embeddings of the language decoder (image features in place)",
             "last_layer": "decoder output after the final norm (transformers' hidden_states convention)",
@@ -213,7 +254,7 @@ class HiddenStates(lmms):
             chunk = probe_idx[start : start + self.batch_size]
             docs = [self._doc(requests[i]) for i in chunk]
             inputs = self._inputs([d[0] for d in docs], [d[2] for d in docs])
-            feats = extract_batch(self._model, inputs, self.pooling)
+            feats = extract_batch(self._model, inputs, self.pooling, self.layers, self.image_token_id, self._decoder)
             for row, i in enumerate(chunk):
                 _, _, _, doc_id, task, _ = requests[i].args
                 responses[i] = transport.STORE.put(transport.DocFeatures(feats[row], self.meta), hint=f"{task}/{doc_id}")
