@@ -26,8 +26,10 @@ def _exe(name: str) -> str:
     return str(found) if found.exists() else (shutil.which(name) or pytest.skip(f"{name} not installed"))
 
 
-def _lmms_eval(args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: int = 300) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+def _lmms_eval(
+    args: list[str], cwd: Path, launcher: list[str] | None = None, timeout: int = 300, env: dict | None = None
+) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     env.pop("PYTHONPATH", None)
     cmd = (launcher + ["-m", "lmms_eval"]) if launcher else [_exe("lmms-eval")]
     proc = subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -55,26 +57,50 @@ def tiny_llava(tmp_path_factory) -> Path:
     return build_tiny("llava", tmp_path_factory.mktemp("ckpt") / "tiny-llava")
 
 
-def test_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
+ALL_TASKS = {
+    "probe_shapes_entailment": "acc",
+    "probe_shapes_objects": "map",
+    "probe_coco_entailment": "acc",
+    "probe_coco_objects": "acc",
+    "probe_coco_multilabel": "map",
+    "probe_snli_ve": "acc",
+}
+
+
+def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
     from transformers import AutoConfig
 
+    from tests.datasets_fixtures import write_coco, write_snli_ve
+
+    coco = write_coco(tmp_path / "coco", corrupt=1)
+    snli = write_snli_ve(tmp_path / "snli_ve")
     n_layers = AutoConfig.from_pretrained(tiny_llava).get_text_config().num_hidden_layers
     log = _lmms_eval(
         ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "8",
          "--tasks", "probe_*", "--output_path", "out"],
         cwd=tmp_path,
+        env={"LMMS_PROBE_COCO_DIR": str(coco.root), "LMMS_PROBE_SNLI_VE_DIR": str(snli.root)},
     )
     results = _results(tmp_path / "out", log)
-    assert set(results) == {"probe_shapes_entailment", "probe_shapes_objects"}
-    for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
+    assert set(results) == set(ALL_TASKS)
+    folder = next((tmp_path / "out" / "probes").iterdir())
+    corrupt_id = coco.corrupt[0]
+    for task in ("probe_coco_entailment", "probe_coco_objects", "probe_coco_multilabel"):
+        report = json.loads((folder / f"{task}.json").read_text())["config"]["data"]["report"]
+        assert corrupt_id in json.dumps(report), f"{task}: the corrupt image is not reported"
+    for task, metric in ALL_TASKS.items():
         rows = _layer_rows(results[task], metric)
         assert sorted(rows) == [f"{metric}_l{i:02d}" for i in range(n_layers + 1)]
         assert all(0.0 <= v <= 1.0 for v in rows.values())
         assert f"|{metric}_l{n_layers:02d}" in log.replace(" ", "")  # printed in the table
-        folder = next((tmp_path / "out" / "probes").iterdir())
         report = json.loads((folder / f"{task}.json").read_text())
         assert [r["layer"] for r in report["layers"]] == list(range(n_layers + 1))
-        assert report["config"]["data"]["n_train"] == 240 and report["config"]["data"]["n_test"] == 120
+        data = report["config"]["data"]
+        if task.startswith("probe_shapes"):
+            assert data["n_train"] == 240 and data["n_test"] == 120
+        else:  # the fixtures hold fewer docs than the defaults: all are used, and counted
+            assert data["n_train"] == data["report"]["splits"]["train"]["used"] > 0
+            assert data["n_test"] == data["report"]["splits"]["test"]["used"] > 0
         extraction = report["config"]["extraction"]
         assert extraction["model"] == str(tiny_llava) and extraction["pooling"] == "last"
         assert {"lmms-eval", "transformers", "torch", "lmms-probe-tasks"} <= set(report["config"]["versions"])

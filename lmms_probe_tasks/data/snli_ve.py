@@ -1,0 +1,334 @@
+"""Build the SNLI-VE probe task (does the image entail, leave open or contradict a hypothesis?).
+
+``snli_ve_docs`` returns ``(datasets.Dataset, report)``: one seeded, stratified shuffle of
+probe-train documents (SNLI-VE **train**) and probe-test documents (SNLI-VE **test**).
+SNLI-VE's official splits are image-disjoint; the builder also drops (and counts, as
+``image_in_train``) any test item whose Flickr30k image occurs anywhere in the train split,
+so no image is on both sides whatever copy is used. The dev split is not used.
+
+Documents
+    One per (image, hypothesis) pair: ``text`` = the hypothesis (SNLI ``sentence2``),
+    ``label`` = ClassLabel entailment (0) / neutral (1) / contradiction (2), in SNLI-VE's
+    order; ``image_id`` = the Flickr30k id. Each split is label-balanced: a third of the
+    documents per label (the remainder to the first labels), drawn in a seeded order. If a
+    label has fewer usable items than its quota, all are used and the shortfall is
+    reported (the other labels keep their quotas).
+
+Sources (``source``: ``auto`` | ``local`` | ``hub``)
+    *Local*: the original release in the folder named by ``snli_ve_dir`` or the environment
+    variable ``LMMS_PROBE_SNLI_VE_DIR``: ``snli_ve_{train,dev,test}.jsonl`` (fields
+    ``Flickr30K_ID``, ``sentence2``, ``gold_label``, ...) and
+    ``flickr30k_images/<Flickr30K_ID>.jpg``. ``auto`` uses it whenever the folder is given.
+
+    *Hub* (default otherwise): ``hub_dataset="sedrickkeh/snli-ve"``, parquet with the images
+    embedded (``image``, ``filename``, ``premise``, ``hypothesis``, ``label``; splits train /
+    validation / test; ~5 GB). It is streamed twice: the text columns only (column
+    projection: no image bytes), then the image column of the selected rows only (a parquet
+    filter on ``filename``), stopping once every selected image is in hand. Each selected
+    image is decoded once and written to ``$HF_DATASETS_CACHE/lmms_probe_tasks/images`` so
+    documents hold file paths. Because one image backs many rows spread over the files,
+    the image pass may still download much of a split; set ``LMMS_PROBE_SNLI_VE_DIR`` to
+    avoid it. ``hub_dataset`` also accepts a local folder of parquet files in that layout.
+
+Skips
+    Counted in the report (count + first ids) and named in one warning, never silently
+    dropped: ``unknown_label`` (SNLI's ``-`` = no annotator majority, or any label
+    outside the three), ``empty_hypothesis``, ``missing_image_id``, ``malformed_line``,
+    ``missing_image``, ``corrupt_image``, ``image_in_train``. Image problems are counted per
+    candidate row met while sampling (one bad image behind several hypotheses counts each
+    row), with examples ``row <n> (image <Flickr30K_ID>)``. A missing folder or jsonl file
+    raises with the path and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import datasets
+import numpy as np
+
+from lmms_probe_tasks.data.common import (
+    CORRUPT_IMAGE,
+    MISSING_IMAGE,
+    SPLITS,
+    Fetched,
+    SkipLog,
+    batch_target,
+    check_image_files,
+    check_sizes,
+    counts,
+    image_cache_dir,
+    label_quotas,
+    open_stream,
+    require_file,
+    resolve_source,
+    seeded_rng,
+    select_in_order,
+    store_image_bytes,
+    stratified_order,
+    summarize_problems,
+)
+
+#: Label ids 0, 1, 2 in SNLI-VE's (and the hub copy's) order.
+LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
+ENV_VAR = "LMMS_PROBE_SNLI_VE_DIR"
+HUB_DATASET = "sedrickkeh/snli-ve"
+#: SNLI-VE split behind each probe split (file snli_ve_<name>.jsonl; hub split <name>).
+SOURCE_SPLITS = {"train": "train", "test": "test"}
+_SALT = {"pick": 20, "order": 21}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One usable SNLI-VE pair.
+
+    Attributes:
+        index: Line (local) or row (hub) number in its source split, for the uid.
+        image_id: Flickr30k id.
+        label: Index into ``LABELS``.
+        hypothesis: The statement.
+    """
+
+    index: int
+    image_id: str
+    label: int
+    hypothesis: str
+
+    @property
+    def key(self) -> str:
+        """Row key used while selecting: names the row and its image in skip reports."""
+        return f"row {self.index} (image {self.image_id})"
+
+
+@dataclass
+class _Split:
+    split: str
+    items: list[Item]
+    image_ids: set[str]
+    skips: SkipLog = field(default_factory=SkipLog)
+    #: Hub only: image id -> the ``filename`` value as stored, to filter the image pass on.
+    filenames: dict[str, str] = field(default_factory=dict)
+
+
+def _check_item(
+    index: int, image_id: object, label: int | None, raw_label: object, hypothesis: object, split: _Split
+) -> None:
+    """Add the pair to ``split.items``, or count why it is skipped."""
+    image_id = str(image_id or "").strip()
+    if not image_id:
+        split.skips.add("missing_image_id", f"row {index}")
+        return
+    split.image_ids.add(image_id)
+    if label is None:
+        split.skips.add("unknown_label", f"row {index} ({raw_label!r})")
+    elif not isinstance(hypothesis, str) or not hypothesis.strip():
+        split.skips.add("empty_hypothesis", f"row {index}")
+    else:
+        split.items.append(Item(index, image_id, label, " ".join(hypothesis.split())))
+
+
+def _local_split(root: Path, split: str) -> _Split:
+    path = require_file(root / f"snli_ve_{SOURCE_SPLITS[split]}.jsonl", "SNLI-VE annotations", ENV_VAR)
+    out = _Split(split, [], set())
+    index_of = {name: i for i, name in enumerate(LABELS)}
+    with open(path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                out.skips.add("malformed_line", f"line {index}")
+                continue
+            gold = record.get("gold_label")
+            _check_item(index, record.get("Flickr30K_ID"), index_of.get(gold), gold, record.get("sentence2"), out)
+    return out
+
+
+def _hub_split(hub_dataset: str, split: str) -> _Split:
+    rows = open_stream(hub_dataset, SOURCE_SPLITS[split], ["filename", "hypothesis", "label"], ENV_VAR)
+    feature = rows.features["label"] if rows.features else None
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else list(LABELS)
+    remap = {i: LABELS.index(name) for i, name in enumerate(names) if name in LABELS}
+    out = _Split(split, [], set())
+    for index, row in enumerate(rows):
+        raw = row["label"]
+        label = remap.get(raw) if isinstance(raw, int) else None
+        filename = str(row["filename"] or "")
+        image_id = PurePosixPath(filename).stem
+        out.filenames.setdefault(image_id, filename)
+        _check_item(index, image_id, label, raw, row["hypothesis"], out)
+    return out
+
+
+class _Images:
+    """Fetches images by Flickr30k id, each at most once, from the local folder or the hub copy."""
+
+    def __init__(
+        self, root: Path | None, hub_dataset: str, split: str, image_of: dict[str, str], filenames: dict[str, str]
+    ) -> None:
+        self.root, self.hub_dataset, self.split = root, hub_dataset, split
+        self.image_of, self.filenames = image_of, filenames
+        self.cache: dict[str, Fetched] = {}
+        if root is not None and not (root / "flickr30k_images").is_dir():
+            raise FileNotFoundError(
+                f"Flickr30k image folder not found: {root / 'flickr30k_images'}. The folder named by {ENV_VAR} "
+                "must hold flickr30k_images/<Flickr30K_ID>.jpg; unpack Flickr30k there or fix the variable."
+            )
+
+    def __call__(self, keys: Iterable[str]) -> dict[str, Fetched]:
+        """Map row keys (:attr:`Item.key`) to their image's value or skip reason."""
+        keys = list(keys)
+        needed = sorted({self.image_of[key] for key in keys} - set(self.cache))
+        if needed and self.root is not None:
+            folder = self.root / "flickr30k_images"
+            self.cache.update(check_image_files({i: folder / f"{i}.jpg" for i in needed}))
+        elif needed:
+            self.cache.update(self._hub(needed))
+        return {key: self.cache.get(self.image_of[key], MISSING_IMAGE) for key in keys}
+
+    def _hub(self, ids: list[str]) -> dict[str, Fetched]:
+        # Filter on the filename values exactly as the text pass read them.
+        wanted = set(ids)
+        filenames = sorted(self.filenames.get(i, f"{i}.jpg") for i in ids)
+        rows = open_stream(
+            self.hub_dataset,
+            SOURCE_SPLITS[self.split],
+            ["filename", "image"],
+            ENV_VAR,
+            filters=[("filename", "in", filenames)],
+        )
+        folder = image_cache_dir(self.hub_dataset, f"snli_ve_{self.split}")
+        out: dict[str, Fetched] = {}
+        for row in rows:
+            image_id = PurePosixPath(str(row["filename"])).stem
+            if image_id not in wanted or image_id in out:
+                continue
+            data = (row["image"] or {}).get("bytes")
+            out[image_id] = store_image_bytes(data, folder, f"{image_id}.jpg") if data else CORRUPT_IMAGE
+            if len(out) == len(wanted):
+                break
+        return out
+
+
+def snli_ve_docs(
+    n_train: int = 10_000,
+    n_test: int = 2_000,
+    seed: int = 0,
+    source: str = "auto",
+    snli_ve_dir: str | None = None,
+    hub_dataset: str = HUB_DATASET,
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """Build the SNLI-VE task: label-balanced (image, hypothesis) pairs (see the module docstring).
+
+    Args:
+        n_train: Probe-train documents (SNLI-VE train).
+        n_test: Probe-test documents (SNLI-VE test).
+        seed: Sampling seed.
+        source: ``auto``, ``local`` or ``hub``.
+        snli_ve_dir: Folder of the original release (default: ``$LMMS_PROBE_SNLI_VE_DIR``).
+        hub_dataset: Hub id, or a local folder of parquet files in its layout.
+
+    Returns:
+        The documents (columns ``uid``, ``probe_split``, ``image``, ``image_id``, ``text``
+        = the hypothesis, ``label`` = ClassLabel entailment/neutral/contradiction) and the
+        data report.
+
+    Raises:
+        ValueError: An argument is out of range.
+        FileNotFoundError: The local folder, a jsonl file or the image folder is missing.
+        RuntimeError: The hub copy cannot be loaded.
+    """
+    n_train, n_test, seed = check_sizes(n_train, n_test, seed)
+    root = resolve_source(source, ENV_VAR, snli_ve_dir, "snli_ve_dir")
+    origin: dict[str, Any] = (
+        {"kind": "local", "snli_ve_dir": str(root)} if root else {"kind": "hub", "dataset": hub_dataset}
+    )
+    loaded = {split: (_local_split(root, split) if root else _hub_split(hub_dataset, split)) for split in SPLITS}
+    # Official splits are image-disjoint; enforce it for any copy.
+    train_images = loaded["train"].image_ids
+    kept = []
+    for item in loaded["test"].items:
+        if item.image_id in train_images:
+            loaded["test"].skips.add("image_in_train", item.key)
+        else:
+            kept.append(item)
+    loaded["test"].items = kept
+
+    report: dict[str, Any] = {
+        "task": "snli_ve",
+        "source": origin,
+        "params": {"n_train": n_train, "n_test": n_test, "seed": seed},
+        "splits": {},
+    }
+    rows: list[dict] = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        part = loaded[split]
+        by_key = {item.key: item for item in part.items}
+        fetch = _Images(root, hub_dataset, split, {key: item.image_id for key, item in by_key.items()}, part.filenames)
+        rng = seeded_rng(seed, _SALT["pick"], split)
+        quotas = label_quotas(n, len(LABELS))
+        orders = []
+        for label in range(len(LABELS)):
+            members = [item.key for item in part.items if item.label == label]
+            orders.append([members[i] for i in rng.permutation(len(members))])
+        # One image pass for all three labels (the hub streams the image column per pass);
+        # the walks below then hit the cache unless bad images call for more candidates.
+        fetch(
+            [
+                key
+                for order, quota in zip(orders, quotas, strict=True)
+                for key in order[: math.ceil(batch_target(quota))]
+            ]
+        )
+        docs: list[dict] = []
+        for order, quota in zip(orders, quotas, strict=True):
+            chosen, images = select_in_order(order, quota, _one, fetch, part.skips)
+            for key in chosen:
+                item = by_key[key]
+                docs.append(
+                    {
+                        "uid": f"snli-ve-{split}-{item.index:07d}",
+                        "probe_split": split,
+                        "image": images[key],
+                        "image_id": item.image_id,
+                        "text": item.hypothesis,
+                        "label": item.label,
+                    }
+                )
+        rows.extend(docs)
+        report["splits"][split] = {
+            "source_split": SOURCE_SPLITS[split],
+            "requested": n,
+            "used": len(docs),
+            "images": len({d["image_id"] for d in docs}),
+            "usable_items": len(part.items),
+            "label_counts": counts((d["label"] for d in docs), LABELS),
+            "skipped": part.skips.to_dict(),
+        }
+
+    order = stratified_order(
+        np.random.default_rng([seed, _SALT["order"], 2]), [(r["probe_split"], r["label"]) for r in rows]
+    )
+    rows = [rows[i] for i in order]
+    report["warnings"] = summarize_problems("snli_ve_docs", report["splits"])
+    features = datasets.Features(
+        {
+            "uid": datasets.Value("string"),
+            "probe_split": datasets.Value("string"),
+            "image": datasets.Image(),
+            "image_id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(LABELS)),
+        }
+    )
+    return datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in features}, features=features), report
+
+
+def _one(key: str) -> int:
+    return 1
