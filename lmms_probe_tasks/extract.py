@@ -102,27 +102,36 @@ class DecoderParts:
     norm: Any | None
 
 
-def find_decoder(model: Any) -> DecoderParts:
-    """Locate the language decoder's layers and final norm through transformers' API.
+def find_decoder(model: Any, family: Any = None) -> DecoderParts:
+    """Locate the probed stack's layers and final norm.
 
-    Uses ``model.get_decoder()`` (every transformers image-text model has it) and looks
-    for the layer list and final norm by their conventional attribute names.
+    Uses the family table's paths (:mod:`lmms_probe_tasks.families`; by default
+    ``get_decoder().layers`` / ``get_decoder().norm``, transformers' own API), and for
+    decoders laid out otherwise looks for the layer list and final norm by their
+    conventional attribute names.
 
     Raises:
-        ValueError: The decoder or its layers cannot be found (names the model class).
+        ValueError: The layers cannot be found (names the model class).
     """
     import torch
 
+    from lmms_probe_tasks import families
+
+    family = family or families.lookup(model.config)
+    try:
+        layers, norm = families.decoder_layers(model, family), families.final_norm(model, family)
+        if isinstance(layers, torch.nn.ModuleList) and isinstance(norm, torch.nn.Module):
+            return DecoderParts(layers=layers, norm=norm)
+    except AttributeError:
+        pass
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    if decoder is None:
-        raise ValueError(f"{type(model).__name__}: get_decoder() returned nothing; this family's language decoder cannot be probed")
     layers = next(
         (getattr(decoder, n) for n in _LAYER_LIST_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)), None
     )
     if layers is None:
         raise ValueError(
-            f"{type(model).__name__}: its decoder {type(decoder).__name__} has no layer list "
-            f"(looked for {', '.join(_LAYER_LIST_NAMES)}); this family is not supported yet"
+            f"{type(model).__name__}: no decoder layer list found (tried the family table and "
+            f"get_decoder().{{{', '.join(_LAYER_LIST_NAMES)}}}); add the family to lmms_probe_tasks.families.FAMILIES"
         )
     norm = next((getattr(decoder, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None)
     return DecoderParts(layers=layers, norm=norm)
@@ -223,19 +232,19 @@ def extract_batch(
     inputs: Any,
     pooling: str,
     layers: Sequence[int],
-    image_token_id: int | None = None,
+    image_mask: Any | None = None,
     parts: DecoderParts | None = None,
 ) -> np.ndarray:
     """Run one (truncated) forward pass and return the requested layers' pooled states.
 
     Args:
         model: A transformers image-text model.
-        inputs: Processor output for the batch (``input_ids``, ``attention_mask``,
+        inputs: Forward arguments for the batch (``input_ids``, ``attention_mask``,
             ``pixel_values``, ...), already on the model's device.
         pooling: One of :data:`POOLINGS`.
         layers: Requested indices in ``0..L``, sorted.
-        image_token_id: Id of the image placeholder token (needed by ``image``/``text``).
-        parts: The decoder's modules (found with :func:`find_decoder` when omitted).
+        image_mask: ``[batch, seq]`` bool, True at image positions (``image``/``text`` pooling).
+        parts: The probed stack's modules (found with :func:`find_decoder` when omitted).
 
     Returns:
         ``[batch, len(layers), hidden]`` float16 array, rows in the order of ``layers``.
@@ -243,11 +252,8 @@ def extract_batch(
     import torch
 
     parts = parts or find_decoder(model)
-    image_mask = None
-    if pooling in ("image", "text"):
-        if image_token_id is None:
-            raise ValueError(f"pooling={pooling!r} needs the image token id, which {type(model).__name__} does not expose")
-        image_mask = inputs["input_ids"] == image_token_id
+    if pooling in ("image", "text") and image_mask is None:
+        raise ValueError(f"pooling={pooling!r} needs the image positions of the batch")
     weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
     with torch.inference_mode(), layer_capture(parts, layers, weights) as captured:
         try:

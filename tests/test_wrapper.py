@@ -67,11 +67,12 @@ def test_batch_size_and_padding_do_not_change_features(wrapper):
     texts, images = _docs(4)
     layers = range(wrapper.meta["n_layers"] + 1)
     for pooling in ("last", "mean", "image", "text"):
-        batched = extract_batch(wrapper.model, wrapper._inputs(texts, images), pooling, layers, wrapper.image_token_id)
-        alone = np.concatenate(
-            [extract_batch(wrapper.model, wrapper._inputs([t], [i]), pooling, layers, wrapper.image_token_id)
-             for t, i in zip(texts, images)]
-        )
+        wrapper.pooling = pooling
+        try:
+            batched = wrapper.extract(wrapper._inputs(texts, images))
+            alone = np.concatenate([wrapper.extract(wrapper._inputs([t], [i])) for t, i in zip(texts, images)])
+        finally:
+            wrapper.pooling = "last"
         np.testing.assert_allclose(batched.astype(np.float32), alone.astype(np.float32), atol=2e-3, rtol=2e-3)
 
 

@@ -17,13 +17,14 @@ from tqdm import tqdm
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from lmms_probe_tasks import transport
+from lmms_probe_tasks import families, transport
 from lmms_probe_tasks.extract import check_pooling, extract_batch, find_decoder, parse_layers
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 INITS = ("pretrained", "random")
-#: Prompt layout used when a processor has no chat template: one image token per
-#: image on its own line, then the task's text (the LLaVA-1.5 convention).
+BLINDS = ("none", "blank", "noimage")
+#: Prompt layout used when a chat-template family's processor has no chat template: one
+#: image token per image on its own line, then the task's text (the LLaVA-1.5 convention).
 FALLBACK_LAYOUT = "{image_tokens}\n{text}"
 
 
@@ -56,15 +57,6 @@ def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -
     return config
 
 
-def _image_token_id(config: Any) -> int | None:
-    """The id of the image placeholder token, under either of transformers' names."""
-    for name in ("image_token_id", "image_token_index"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -92,6 +84,8 @@ class HiddenStates(lmms):
         init: ``pretrained`` (default) or ``random``: the same architecture with randomly
             initialised weights (seeded by ``seed``), the standard control for probing.
         seed: Seed of the random initialisation.
+        blind: ``none`` (default); ``blank`` replaces every image by a mid-grey one of the
+            same size; ``noimage`` drops the images from the prompt: the modality baselines.
         trust_remote_code: Allow checkpoint code (default False).
         max_new_tokens: Default generation length for non-probe requests.
     """
@@ -108,6 +102,7 @@ class HiddenStates(lmms):
         layers: Any = "all",
         init: str = "pretrained",
         seed: int = 0,
+        blind: str = "none",
         trust_remote_code: bool = False,
         max_new_tokens: int = 256,
         **kwargs: Any,
@@ -116,7 +111,7 @@ class HiddenStates(lmms):
         if kwargs:
             raise ValueError(
                 f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
-                "dtype, device, device_map, batch_size, pooling, layers, init, seed, trust_remote_code, max_new_tokens"
+                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, trust_remote_code, max_new_tokens"
             )
         import torch
         from accelerate import Accelerator
@@ -129,17 +124,23 @@ class HiddenStates(lmms):
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         if init not in INITS:
             raise ValueError(f"init={init!r} is not supported; valid: {', '.join(INITS)}")
+        if blind not in BLINDS:
+            raise ValueError(f"blind={blind!r} is not supported; valid: {', '.join(BLINDS)} (none = with the image)")
+        self.blind = blind
         pretrained = str(pretrained)
         config = _check_pretrained(pretrained, str(revision), bool(trust_remote_code))
         text_config = config.get_text_config()
         n_layers = int(text_config.num_hidden_layers)
         self.layers = parse_layers(layers, n_layers)
-        self.image_token_id = _image_token_id(config)
-        if self.pooling in ("image", "text") and self.image_token_id is None:
-            raise ValueError(
-                f"pooling={self.pooling!r} needs image-token positions, but {config.model_type!r} checkpoints "
-                f"expose no image token id; valid for this family: last, mean"
+        self.family = families.lookup(config)
+        no_positions = self.family.image_positions == "cross_attention" or (
+            self.family.image_positions == "image_token_id" and getattr(config, "image_token_id", None) is None
+        )
+        if self.pooling in ("image", "text") and (no_positions or blind == "noimage"):
+            why = "blind=noimage puts no image in the prompt" if blind == "noimage" else (
+                f"no sequence position of a {config.model_type!r} model holds image features"
             )
+            raise ValueError(f"pooling={self.pooling!r} needs image-token positions, but {why}; valid here: last, mean")
 
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
@@ -176,7 +177,7 @@ class HiddenStates(lmms):
         # document the same states alone or in a batch; pooling reads the attention mask.
         self.tokenizer.padding_side = "right"
         self.max_new_tokens = int(max_new_tokens)
-        self._decoder = find_decoder(self._model)
+        self._decoder = find_decoder(self._model, self.family)
         self.meta = {
             "model": pretrained,
             "revision": str(revision),
@@ -189,7 +190,10 @@ class HiddenStates(lmms):
             "hidden_size": int(text_config.hidden_size),
             "layer_0": "input embeddings of the language decoder (image features in place)",
             "last_layer": "decoder output after the final norm (transformers' hidden_states convention)",
-            "prompt_format": "chat_template" if getattr(self.processor, "chat_template", None) else "fallback: " + FALLBACK_LAYOUT,
+            "blind": blind,
+            "stack": self.family.stack,
+            "prompt_format": self._prompt_format(),
+            "family_notes": self.family.notes,
         }
 
     # -- lmms-eval plumbing ----------------------------------------------
@@ -208,8 +212,18 @@ class HiddenStates(lmms):
         """Documents per forward pass."""
         return self.batch_size_per_gpu
 
+    def _prompt_format(self) -> str:
+        if self.family.prompt == "chat_template":
+            return "chat_template" if getattr(self.processor, "chat_template", None) else "fallback: " + FALLBACK_LAYOUT
+        return {"text": "bare text (the processor inserts the image slots)"}.get(
+            self.family.prompt, "image token(s) then text"
+        )
+
     def build_prompt(self, text: str, n_images: int) -> str:
-        """Lay out the prompt with the processor's chat template, or the documented fallback.
+        """Lay out the prompt the way the model family expects (see :mod:`lmms_probe_tasks.families`).
+
+        Chat-template families get the processor's chat template (images first, then the
+        text, then the generation prompt); without a template, :data:`FALLBACK_LAYOUT`.
 
         Args:
             text: The task's text for this document.
@@ -218,21 +232,39 @@ class HiddenStates(lmms):
         Returns:
             The prompt string, ending where the assistant's answer would begin.
         """
-        if getattr(self.processor, "chat_template", None):
-            content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
-            return self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-        image_token = getattr(self.processor, "image_token", None) or "<image>"
-        return FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
+        if self.family.prompt == "chat_template" and not getattr(self.processor, "chat_template", None):
+            image_token = getattr(self.processor, "image_token", None) or "<image>"
+            return FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
+        return families.build_prompt(self.processor, self.family, text, n_images)
+
+    def _visuals(self, images: list[list[Any]]) -> list[list[Any]]:
+        """Apply the ``blind`` baseline to a batch's images."""
+        if self.blind == "noimage":
+            return [[] for _ in images]
+        if self.blind == "blank":
+            from PIL import Image
+
+            return [[Image.new("RGB", im.size, (128, 128, 128)) for im in per_doc] for per_doc in images]
+        return images
 
     def _inputs(self, texts: list[str], images: list[list[Any]]) -> Any:
-        flat = [image for per_doc in images for image in per_doc]
+        """Processor output for a batch (right-padded), on the model's device and dtype."""
+        images = self._visuals(images)
         prompts = [self.build_prompt(text, len(per_doc)) for text, per_doc in zip(texts, images)]
         kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
-        if flat:
-            kwargs["images"] = flat
-        inputs = self.processor(**kwargs).to(self._device)
+        if any(images):
+            kwargs["images"] = families.processor_images(self.family, images)
+        inputs = self.processor(**kwargs)
         # Cast floating inputs (pixel values) to the model's dtype; ids stay integers.
         return inputs.to(self._device, self._model.dtype) if hasattr(inputs, "to") else inputs
+
+    def extract(self, inputs: Any) -> Any:
+        """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float16."""
+        image_mask = None
+        if self.pooling in ("image", "text"):
+            image_mask = families.image_positions(self._model.config, self.family, inputs)
+        forward = families.forward_kwargs(self._model, self.family, inputs)
+        return extract_batch(self._model, forward, self.pooling, self.layers, image_mask, self._decoder)
 
     def _doc(self, request: Instance) -> tuple[str, dict, list]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
@@ -254,7 +286,7 @@ class HiddenStates(lmms):
             chunk = probe_idx[start : start + self.batch_size]
             docs = [self._doc(requests[i]) for i in chunk]
             inputs = self._inputs([d[0] for d in docs], [d[2] for d in docs])
-            feats = extract_batch(self._model, inputs, self.pooling, self.layers, self.image_token_id, self._decoder)
+            feats = self.extract(inputs)
             for row, i in enumerate(chunk):
                 _, _, _, doc_id, task, _ = requests[i].args
                 responses[i] = transport.STORE.put(transport.DocFeatures(feats[row], self.meta), hint=f"{task}/{doc_id}")
@@ -273,6 +305,7 @@ class HiddenStates(lmms):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         inputs = self._inputs([context], [visuals])
+        inputs = {k: v for k, v in inputs.items() if k not in self.family.drop_inputs}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
             out = self._model.generate(
@@ -282,7 +315,9 @@ class HiddenStates(lmms):
                 max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
                 pad_token_id=pad_id,
             )
-        text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        # Decoder-only models echo the prompt; an encoder-decoder's output is only the answer.
+        start = 0 if self.family.decoder_input_ids else inputs["input_ids"].shape[1]
+        text = self.tokenizer.decode(out[0, start:], skip_special_tokens=True)
         for stop in until:
             if stop:
                 text = text.split(stop)[0]

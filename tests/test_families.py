@@ -1,0 +1,294 @@
+"""The per-family facts of lmms_probe_tasks.families, checked on a tiny checkpoint of every builder.
+
+Each checkpoint is built once per session, loaded with the Auto classes (offline),
+prompted the way the table says (chat template, or the documented plain layout), and
+run on documents of different lengths so that padding happens.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import pytest
+
+from lmms_probe_tasks import families, tiny
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+Image = pytest.importorskip("PIL.Image")
+np = pytest.importorskip("numpy")
+extract = pytest.importorskip("lmms_probe_tasks.extract")
+
+ARCHS = sorted(tiny.BUILDERS)
+TEXTS = (
+    "Is there a cat?",
+    "Describe the red square on the left of the picture, please, in some detail.",
+    "Dog?",
+    "What colour is the car next to the big tree near the station?",
+)
+SIZES = ((64, 48), (20, 40), (33, 33), (90, 30))
+
+
+def _noise(size: tuple[int, int], seed: int) -> Any:
+    """A random-noise RGB image: every patch differs, so image features do too."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+IMAGES = tuple(_noise(size, seed) for seed, size in enumerate(SIZES))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    """Tiny matrices: one torch thread is fastest, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``checkpoint(arch)`` -> (model, processor, family), built and loaded once per session."""
+    cache: dict[str, tuple[Any, Any, families.Family]] = {}
+    root = tmp_path_factory.mktemp("families")
+
+    def get(arch: str) -> tuple[Any, Any, families.Family]:
+        missing = tiny.missing_requirements(arch)
+        if missing:
+            pytest.skip(f"{arch} needs {', '.join(missing)}")
+        if arch not in cache:
+            old = os.environ.get("HF_HUB_OFFLINE")
+            os.environ["HF_HUB_OFFLINE"] = "1"  # session-scoped: monkeypatch is function-scoped
+            try:
+                path = tiny.build_tiny(arch, root / arch)
+                model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
+                processor = transformers.AutoProcessor.from_pretrained(path)
+            finally:
+                if old is None:
+                    os.environ.pop("HF_HUB_OFFLINE", None)
+                else:
+                    os.environ["HF_HUB_OFFLINE"] = old
+            cache[arch] = (model, processor, families.lookup(model.config))
+        return cache[arch]
+
+    return get
+
+
+def _batch(
+    processor: Any, family: families.Family, docs: list[int], images: list | None = None, side: str = "right"
+) -> Any:
+    """Processor output for documents ``docs`` (text and image i), or the given image per row."""
+    processor.tokenizer.padding_side = side
+    try:
+        prompts = [families.build_prompt(processor, family, TEXTS[i]) for i in docs]
+        per_doc = [[image] for image in (images or [IMAGES[i] for i in docs])]
+        return processor(
+            images=families.processor_images(family, per_doc), text=prompts, padding=True, return_tensors="pt"
+        )
+    finally:
+        processor.tokenizer.padding_side = "right"
+
+
+def _forward(model: Any, family: families.Family, batch: Any) -> tuple[Any, tuple]:
+    with torch.inference_mode():
+        out = model(**families.forward_kwargs(model, family, batch), output_hidden_states=True)
+    return out, families.language_hidden_states(out, family)
+
+
+def _pooled(states: tuple, attention_mask: Any, pooling: str) -> Any:
+    """``[batch, layers, hidden]`` float32 via the extractor's own pooling."""
+    weights = extract.pooling_weights(attention_mask, pooling)
+    return torch.stack([extract.pool(layer, weights) for layer in states], dim=1)
+
+
+# -- the table itself -------------------------------------------------------------
+
+
+def test_every_builder_has_exactly_one_family_entry() -> None:
+    owners: dict[str, list[str]] = {arch: [] for arch in tiny.BUILDERS}
+    for key, family in families.FAMILIES.items():
+        for arch in family.tiny:
+            assert arch in tiny.BUILDERS, f"families[{key!r}] names unknown builder {arch!r}"
+            owners[arch].append(key)
+    assert {arch: keys for arch, keys in owners.items() if len(keys) != 1} == {}
+
+
+def test_table_values_are_valid() -> None:
+    for key, family in families.FAMILIES.items():
+        assert family.image_positions in ("image_token_id", "image_embeds_position_mask", "cross_attention"), key
+        assert family.prompt in ("chat_template", "text", "image_tokens_then_text"), key
+        assert family.has_chat_template == (family.prompt == "chat_template"), key
+        assert family.batch_invariant, key  # every family verified so far
+
+
+def test_unknown_family_gets_defaults_with_a_warning_note() -> None:
+    config = transformers.PretrainedConfig()
+    config.model_type = "not_a_family"
+    family = families.lookup(config)
+    assert family.hidden_states == "hidden_states" and "not in" in family.notes
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_built_config_maps_to_the_entry_naming_the_builder(checkpoint: Any, arch: str) -> None:
+    model, processor, family = checkpoint(arch)
+    assert arch in family.tiny
+    assert families.family_key(model.config) in families.FAMILIES
+    # Real checkpoints of the family ship a chat template exactly when the table says so.
+    assert bool(getattr(processor, "chat_template", None)) == family.has_chat_template
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_processor_and_forward_quirks_are_as_the_table_says(checkpoint: Any, arch: str) -> None:
+    model, processor, family = checkpoint(arch)
+    prompts = [families.build_prompt(processor, family, text) for text in TEXTS[:2]]
+    if family.prompt != "chat_template":
+        image_token = str(getattr(processor, "image_token", None) or "<image>")
+        assert sum(prompt.count(image_token) for prompt in prompts) == (
+            2 if family.prompt == "image_tokens_then_text" else 0
+        )
+    # nested_images: a flat list means "all images of one prompt" to these processors.
+    flat = [IMAGES[0], IMAGES[1]]
+    if family.nested_images:
+        with pytest.raises(ValueError, match="number of"):
+            processor(images=flat, text=prompts, padding=True, return_tensors="pt")
+    else:
+        processor(images=flat, text=prompts, padding=True, return_tensors="pt")
+    batch = _batch(processor, family, [0, 1])
+    for name in family.drop_inputs:
+        assert name in batch  # the processor really returns it
+    if family.decoder_input_ids:
+        with pytest.raises(ValueError), torch.inference_mode():
+            model(**batch)
+
+
+# -- (a) where the hidden states are, (c) image positions, (f) logits_to_keep -----
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_returns_every_layer_where_the_table_says(checkpoint: Any, arch: str) -> None:
+    model, processor, family = checkpoint(arch)
+    batch = _batch(processor, family, [0, 1])
+    assert int(batch["attention_mask"].sum(dim=1).min()) < batch["attention_mask"].shape[1], "no padding happened"
+    out, states = _forward(model, family, batch)
+
+    text_config = model.config.get_text_config()
+    assert len(states) == text_config.num_hidden_layers + 1
+    for layer in states:
+        assert tuple(layer.shape) == (2, batch["input_ids"].shape[1], text_config.hidden_size)
+        assert torch.isfinite(layer).all()
+    if family.hidden_states != "hidden_states":
+        assert getattr(out, "hidden_states", None) is None  # really not at the top level
+
+    # (f) logits_to_keep: a named forward parameter exactly where the table says; it works.
+    assert ("logits_to_keep" in inspect.signature(model.forward).parameters) == family.logits_to_keep
+    if family.logits_to_keep:
+        assert out.logits.shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_image_positions_hold_the_image_features(checkpoint: Any, arch: str) -> None:
+    """Same prompt, two different images: row 0 differs exactly at the image positions."""
+    model, processor, family = checkpoint(arch)
+    batch = _batch(processor, family, [0, 0], images=[IMAGES[0], _noise(SIZES[0], seed=99)])
+    _, states = _forward(model, family, batch)
+    row0_diff = (states[0][0] - states[0][1]).abs().amax(dim=-1)
+
+    if family.image_positions == "cross_attention":
+        with pytest.raises(ValueError, match="cross-attention"):
+            families.image_positions(model.config, family, batch)
+        assert float(row0_diff.max()) == 0.0  # no image feature in the sequence...
+        assert float((states[-1][0] - states[-1][1]).abs().max()) > 1e-4  # ...but it reaches the text
+        return
+    image = families.image_positions(model.config, family, batch)
+    assert torch.equal(image[0], image[1])
+    assert int(image[0].sum()) > 0
+    # Most image positions change with the image (LLaVA-NeXT/OneVision also put a
+    # learned, image-independent newline feature at the end of each row of patches)...
+    assert float((row0_diff[image[0]] > 1e-4).float().mean()) > 0.5
+    # ...and no other position does.
+    assert float(row0_diff[~image[0]].max()) == 0.0
+    if family.image_positions == "image_token_id":
+        assert isinstance(model.config.image_token_id, int)
+    else:
+        assert getattr(model.config, "image_token_id", None) is None
+    processor_token = getattr(processor, "image_token", None)
+    processor_token_id = processor.tokenizer.convert_tokens_to_ids(str(processor_token)) if processor_token else None
+    matches = processor_token_id is not None and processor_token_id == getattr(model.config, "image_token_id", None)
+    assert matches == family.processor_image_token
+
+
+# -- (d) batch invariance -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_features_alone_and_in_a_padded_batch(checkpoint: Any, arch: str, record_property: Any) -> None:
+    model, processor, family = checkpoint(arch)
+    sides = ["right", "left"]
+    diffs: dict[str, float] = {}
+    for side in sides:
+        batch = _batch(processor, family, [0, 1, 2, 3], side=side)
+        assert len(set(batch["attention_mask"].sum(dim=1).tolist())) > 1, "documents must differ in length"
+        _, states = _forward(model, family, batch)
+        worst = 0.0
+        for row in range(4):
+            single = _batch(processor, family, [row], side=side)
+            _, alone = _forward(model, family, single)
+            for pooling in ("last", "mean"):
+                together = _pooled(states, batch["attention_mask"], pooling)[row]
+                diff = (together - _pooled(alone, single["attention_mask"], pooling)[0]).abs().max()
+                worst = max(worst, float(diff))
+        diffs[side] = worst
+    record_property("batch_max_abs_diff", diffs)
+    print(f"{arch}: bs=4 vs bs=1 max abs diff {diffs}")
+    assert diffs["right"] < families.BATCH_TOLERANCE
+    if family.left_padding_ok:
+        assert diffs["left"] < families.BATCH_TOLERANCE
+    else:
+        assert diffs["left"] > families.BATCH_TOLERANCE  # documented: left padding shifts the text
+
+
+# -- (b)/(e) which stack, where its layers are, and hooks on them ------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decoder_layers_and_final_norm_reproduce_hidden_states(checkpoint: Any, arch: str) -> None:
+    """Hooks on the table's layer list and final norm give exactly the hidden_states rows."""
+    model, processor, family = checkpoint(arch)
+    text_config = model.config.get_text_config()
+    layers = families.decoder_layers(model, family)
+    norm = families.final_norm(model, family)
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == text_config.num_hidden_layers
+    assert isinstance(norm, torch.nn.Module)
+    decoder_layers_attr = getattr(model.get_decoder(), "layers", None)
+    if family.decoder_layers == "get_decoder().layers":
+        assert decoder_layers_attr is layers
+    else:
+        assert decoder_layers_attr is not layers  # the reason for the non-default entry
+
+    captured: dict[int, Any] = {}
+
+    def keep(index: int) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            captured[index] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    def keep_input(module: Any, args: tuple, kwargs: dict) -> None:
+        captured[0] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+    n = len(layers)
+    handles = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+    handles += [layers[i - 1].register_forward_hook(keep(i)) for i in range(1, n)]
+    handles.append(norm.register_forward_hook(keep(n)))
+    try:
+        batch = _batch(processor, family, [0, 1])
+        _, states = _forward(model, family, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert sorted(captured) == list(range(n + 1))
+    for index in range(n + 1):
+        assert torch.equal(captured[index], states[index]), f"row {index}"
