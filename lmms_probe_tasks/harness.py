@@ -6,10 +6,12 @@ YAML template). Compared with a plain YAML task it
 * builds its documents itself (``download``) from a builder named in ``dataset_kwargs``,
   as one shuffled union of probe-train and probe-test docs, because lmms-eval only
   runs the model on one split;
-* turns each document's ``[n_layers + 1, hidden]`` features into one metric payload
-  per layer, so lmms-eval gathers every layer across ranks and calls one aggregation
-  per layer: the probe of layer ``l`` is trained exactly once, by the ``<metric>_lNN``
-  row's aggregation, and the summary rows read those results;
+* turns each document's ``[n_layers + 1, hidden]`` features into metric payloads: one
+  *carrier* payload holds the features, every other row's payload only the doc id; the
+  carrier row is aggregated first and fits **all layers in one vectorised pass**
+  (:func:`lmms_probe_tasks.protocol.run_protocol`: dev-selected L2, seeds, bootstrap CIs,
+  controls, MDL); every ``<metric>_lNN`` row and the summary rows read that result, so
+  each layer's probe is trained once per run, not once per table row;
 * declares its metric names at run time (the number of layers depends on the model);
 * fails at once, with the fix, where the harness would otherwise retry five times.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -29,8 +32,8 @@ import numpy as np
 from loguru import logger
 
 from lmms_probe_tasks import transport
-from lmms_probe_tasks.probe import LayerScore, ProbeConfig, multi_hot, score_layer, summarize
-from lmms_probe_tasks.report import ProbeReport, sanitize, write_report
+from lmms_probe_tasks.probe import TARGET_KINDS, multi_hot
+from lmms_probe_tasks.report import ProbeReport, write_report
 
 try:  # lmms-eval is a hard dependency, but keep the pure helpers importable without it
     from lmms_eval.api.task import ConfigurableTask
@@ -38,8 +41,14 @@ except ImportError:  # pragma: no cover
     ConfigurableTask = object  # type: ignore[misc,assignment]
 
 #: Keys of the ``probe:`` block of a task's ``metadata``.
-PROBE_KEYS = ("metric", "kind", "label_field", "n_classes", "label_names", "C", "max_iter", "seed")
+PROBE_KEYS = (
+    "metric", "kind", "label_field", "n_classes", "label_names", "preset", "probe", "protocol",
+    "group_field", "type_field", "semantics",
+)  # fmt: skip
 METRICS = ("acc", "map")
+SEMANTICS = ("global", "local")
+#: ``--gen_kwargs`` keys that override a probe task's protocol from the command line.
+CLI_OVERRIDES = {"probe_preset": "preset", "probe_model": "probe", "probe_seeds": "n_seeds", "probe_bootstrap": "n_bootstrap"}
 
 
 def load_builder(dotted: str) -> Callable[..., Any]:
@@ -85,17 +94,31 @@ class ProbeSpec:
 
     Attributes:
         metric: Row prefix: ``acc`` (accuracy) or ``map`` (mean average precision).
+        kind: ``multiclass`` or ``multilabel``.
         label_field: Document column holding the target.
         n_classes: Number of classes (needed for multi-label indicators).
         label_names: Class names, for the artifacts.
-        probe: Probe settings.
+        preset: Protocol preset, ``fast`` or ``paper``.
+        probe: ``linear`` or ``mlp``.
+        protocol: Further :class:`~lmms_probe_tasks.protocol.ProtocolConfig` overrides.
+        group_field: Column whose value groups docs for the dev split and bootstrap (the
+            image); default: ``image_id``, else ``scene_id``, else each doc alone.
+        type_field: Column whose value is a *type* of the control task (Hewitt & Liang);
+            default: the group field.
+        semantics: ``global`` or ``local`` (pairs tasks in the paper figure).
     """
 
     metric: str
+    kind: str
     label_field: str
     n_classes: int
     label_names: tuple[str, ...]
-    probe: ProbeConfig
+    preset: str = "paper"
+    probe: str = "linear"
+    protocol: tuple[tuple[str, Any], ...] = ()
+    group_field: str | None = None
+    type_field: str | None = None
+    semantics: str | None = None
 
     @classmethod
     def from_metadata(cls, task: str, metadata: Any) -> ProbeSpec:
@@ -109,14 +132,46 @@ class ProbeSpec:
         metric = block.get("metric", "acc")
         if metric not in METRICS:
             raise ValueError(f"task {task}: metadata.probe.metric {metric!r} is not one of {', '.join(METRICS)}")
+        kind = block.get("kind", "multiclass")
+        if kind not in TARGET_KINDS:
+            raise ValueError(f"task {task}: metadata.probe.kind {kind!r} is not one of {', '.join(TARGET_KINDS)}")
+        semantics = block.get("semantics")
+        if semantics not in (None, *SEMANTICS):
+            raise ValueError(f"task {task}: metadata.probe.semantics {semantics!r} is not one of {', '.join(SEMANTICS)}")
         names = tuple(block.get("label_names", ()))
-        probe = ProbeConfig(
-            kind=block.get("kind", "multiclass"),
-            C=float(block.get("C", 1.0)),
-            max_iter=int(block.get("max_iter", 2000)),
-            seed=int(block.get("seed", 0)),
+        spec = cls(
+            metric=metric,
+            kind=kind,
+            label_field=block.get("label_field", "label"),
+            n_classes=int(block.get("n_classes", len(names))),
+            label_names=names,
+            preset=block.get("preset", "paper"),
+            probe=block.get("probe", "linear"),
+            protocol=tuple(sorted(dict(block.get("protocol") or {}).items())),
+            group_field=block.get("group_field"),
+            type_field=block.get("type_field"),
+            semantics=semantics,
         )
-        return cls(metric, block.get("label_field", "label"), int(block.get("n_classes", len(names))), names, probe)
+        spec.protocol_config()  # fail at task load, not after hours of extraction
+        return spec
+
+    def protocol_config(self, cli: dict | None = None) -> Any:
+        """Build the protocol settings: YAML preset and overrides, then ``--gen_kwargs probe_*`` ones.
+
+        Args:
+            cli: The task's ``generation_kwargs`` (holding any ``--gen_kwargs`` from the CLI).
+        """
+        from lmms_probe_tasks.protocol import ProtocolConfig
+
+        fields = {"probe": self.probe, **dict(self.protocol)}
+        preset = self.preset
+        for key, field_name in CLI_OVERRIDES.items():
+            if cli and key in cli:
+                if field_name == "preset":
+                    preset = cli[key]
+                else:
+                    fields[field_name] = int(cli[key]) if field_name.startswith("n_") else cli[key]
+        return ProtocolConfig.from_preset(preset, **fields)
 
     def with_label_names(self, names: tuple[str, ...]) -> ProbeSpec:
         """Fill class names and count from the dataset's features when the YAML gives none."""
@@ -152,9 +207,9 @@ class _Aggregations(Mapping):
     def __getitem__(self, key: str) -> Callable[..., float]:
         match = self._layer_re.match(key)
         if match:
-            return functools.partial(self._task.aggregate_layer, layer=int(match.group(1)))
+            return functools.partial(self._task.aggregate_row, which=int(match.group(1)))
         if key in self._summary:
-            return functools.partial(self._task.aggregate_summary, which=self._summary[key])
+            return functools.partial(self._task.aggregate_row, which=self._summary[key])
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -168,13 +223,12 @@ class _Aggregations(Mapping):
 
 
 class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
-    """An lmms-eval task whose score is a linear probe per layer of the model's hidden states."""
+    """An lmms-eval task whose score is a probe per layer of the model's hidden states."""
 
     def __init__(self, config: dict | None = None, **kwargs: Any) -> None:
         config = {k: v for k, v in (config or {}).items() if k != "class"}
         self.spec = ProbeSpec.from_metadata(config.get("task", "?"), config.get("metadata"))
         self.metric_names: list[str] = []
-        self._scores: dict[int, LayerScore] = {}
         self._report: ProbeReport | None = None
         super().__init__(config=config, **kwargs)
 
@@ -207,14 +261,22 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         self._aggregation_list, self._higher_is_better = {}, {}
 
     def build_all_requests(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the previous run's layer scores, then build requests as usual."""
+        """Forget the previous run's results, then build requests as usual."""
         self.metric_names = []
-        self._scores, self._report = {}, None
+        self._report = None
         super().build_all_requests(*args, **kwargs)
 
     # -- per document (runs in lmms-eval's worker threads; no retries here) -
+    def _field(self, doc: dict, name: str | None, fallbacks: tuple[str, ...]) -> str:
+        for key in (name,) if name else fallbacks:
+            if key in doc and doc[key] is not None:
+                return str(doc[key])
+        if name:
+            raise KeyError(f"task {self.config.task}: metadata.probe names field {name!r}, which docs lack")
+        return str(doc.get("uid"))
+
     def process_results(self, doc: dict, results: list, full_docs: Any = None) -> dict:
-        """Turn one document's features into one payload per layer plus the summary payloads."""
+        """Emit the carrier payload (features) first, then one small payload per other row."""
         response = results[0] if results else None
         features = transport.STORE.take(response) if isinstance(response, str) else None
         if features is None:
@@ -226,20 +288,29 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         # Row r of the array is layer meta["layers"][r] (all layers unless the user picked some).
         layer_ids = features.meta.get("layers") or list(range(features.layers.shape[0]))
         n_layers = features.meta.get("n_layers", layer_ids[-1])
-        label = doc[self.spec.label_field]
-        base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": label}
-        payload = {
-            _layer_key(self.spec.metric, layer, n_layers): {**base, "x": features.layers[row]}
-            for row, layer in enumerate(layer_ids)
+        group = self._field(doc, self.spec.group_field, ("image_id", "scene_id"))
+        base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": doc[self.spec.label_field]}
+        carrier = {
+            **base,
+            "x": features.layers,
+            "layers": list(layer_ids),
+            "n_layers": n_layers,
+            "meta": features.meta,
+            "group": group,
+            "type": self._field(doc, self.spec.type_field, ()) if self.spec.type_field else group,
+            "text": doc.get("text") or "",
         }
-        summary = {**base, "layers": list(layer_ids), "meta": features.meta}
         m = self.spec.metric
-        payload.update({f"{m}_best": summary, f"{m}_last": summary, "best_layer": summary})
+        # Insertion order is aggregation order (lmms-eval keeps rank 0's key order):
+        # the carrier row comes first and fits every layer; the others read its result.
+        payload = {f"{m}_best": carrier}
+        payload.update({_layer_key(m, layer, n_layers): base for layer in layer_ids})
+        payload.update({f"{m}_last": base, "best_layer": base})
         if not self.metric_names:
             self.metric_names = list(payload)
         return payload
 
-    # -- aggregation (rank 0, once per row) ------------------------------
+    # -- aggregation (rank 0) ---------------------------------------------
     def aggregation(self) -> Mapping:
         """Aggregations for the run-time metric names."""
         return _Aggregations(self)
@@ -248,57 +319,127 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         """Direction of every metric seen in this run (``best_layer`` has none)."""
         return {name: (None if name == "best_layer" else True) for name in self.metric_names}
 
+    def aggregate_row(self, items: list[dict], which: int | str, args: Any = None) -> float:
+        """Return one row: a layer's score, ``best``, ``last`` or ``best_layer``.
+
+        The first call (the carrier row, whose items hold the features) runs the protocol
+        over all layers and writes the artifacts; every other call reads that result.
+        """
+        if self._report is None:
+            if not items or "x" not in items[0]:
+                raise RuntimeError(
+                    f"task {self.config.task}: a row was aggregated before the feature-carrying row; "
+                    "lmms-eval changed its aggregation order (please report this)"
+                )
+            self._report = self._finish(items, getattr(args, "output_path", None))
+        if isinstance(which, int):
+            return self._report.scores.get(which, math.nan)
+        return self._report.summary[which]
+
     def _targets(self, items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         is_train = np.array([item["train"] for item in items], dtype=bool)
         labels = [item["y"] for item in items]
-        if self.spec.probe.kind == "multilabel":
+        if self.spec.kind == "multilabel":
             return multi_hot(labels, self.spec.n_classes), is_train
         return np.asarray(labels, dtype=np.int64), is_train
 
-    def aggregate_layer(self, items: list[dict], layer: int) -> float:
-        """Train and score the probe of one layer (the ``<metric>_lNN`` row)."""
+    def _finish(self, items: list[dict], output_path: str | None) -> ProbeReport:
+        """Fit every layer, assemble the report, write the artifacts."""
+        from lmms_probe_tasks.protocol import run_protocol
+
         items = _canonical(items)
         y, is_train = self._targets(items)
-        x = np.stack([item["x"] for item in items])
-        score = score_layer(x, y, is_train, self.spec.probe)
-        if score.reason and not any(s.reason for s in self._scores.values()):
-            logger.warning(f"task {self.config.task}: layer scores are NaN: {score.reason}. Raise --limit or the data sizes.")
-        self._scores[layer] = score
-        return score.score
-
-    def aggregate_summary(self, items: list[dict], which: str, args: Any = None) -> float:
-        """Return ``best_layer``, the best or the last layer's score; write the artifacts once."""
-        if self._report is None:
-            self._report = self._finish(items, getattr(args, "output_path", None))
-        return self._report.summary[which]
-
-    def _finish(self, items: list[dict], output_path: str | None) -> ProbeReport:
-        items = _canonical(items)
-        missing = [layer for layer in (items[0]["layers"] if items else []) if layer not in self._scores]
-        if missing:
-            # lmms-eval aggregates in the order process_results returned the keys (layers first).
-            raise RuntimeError(f"task {self.config.task}: layers {missing} were not aggregated before the summary")
-        _, is_train = self._targets(items)
-        config = {
-            "probe": self.spec.probe.to_dict(),
-            "extraction": items[0]["meta"] if items else {},
+        first = items[0]
+        config = self.spec.protocol_config(self.config.generation_kwargs)
+        x = layer_major([item["x"] for item in items])
+        result = run_protocol(
+            x,
+            y,
+            is_train,
+            kind=self.spec.kind,
+            config=config,
+            groups=np.array([item["group"] for item in items]),
+            types=np.array([item["type"] for item in items]),
+            layer_ids=first["layers"],
+        )
+        if result.reason:
+            logger.warning(
+                f"task {self.config.task}: layer scores are NaN: {result.reason} "
+                f"(probe-train {result.n_train}, probe-test {result.n_test} docs). Raise --limit or the data sizes."
+            )
+        rows = result.to_rows()
+        metric = self.spec.metric
+        for row in rows:
+            row[metric] = row.pop("score")
+            row["relative_depth"] = row["layer"] / first["n_layers"] if first["n_layers"] else 0.0
+        scores = {row["layer"]: row[metric] for row in rows}
+        best = result.best_layer
+        summary = {
+            "best_layer": float(best) if best is not None else math.nan,
+            "best": scores[best] if best is not None else math.nan,
+            "last": scores[max(scores)] if scores else math.nan,
+            "best_layer_distribution": {str(k): v for k, v in result.best_layer_prob.items()},
+            "majority_baseline": result.majority_baseline,
+            "text_only_score": text_only_score([item["text"] for item in items], y, is_train, self.spec.kind),
+            "notes": list(result.notes),
+            "nan_reason": result.reason,
+        }
+        report_config = {
+            "protocol": config.to_dict(),
+            "semantics": self.spec.semantics,
+            "extraction": first["meta"],
             "data": {
                 "n_train": int(is_train.sum()),
                 "n_test": int((~is_train).sum()),
                 "label_field": self.spec.label_field,
                 "label_names": list(self.spec.label_names),
+                "group_field": self.spec.group_field or "auto (image_id, scene_id or uid)",
+                "type_field": self.spec.type_field or "the group field",
                 "builder": dict(self.config.dataset_kwargs or {}),
                 "report": getattr(self, "data_report", {}),
             },
             "prompt_template": (self.lmms_eval_specific_kwargs or {}).get("prompt"),
             "versions": versions(),
         }
-        report = ProbeReport(self.config.task, self.spec.metric, dict(sorted(self._scores.items())), summarize(self._scores), config)
+        report = ProbeReport(self.config.task, metric, rows, summary, report_config)
         if output_path:
-            model = sanitize(str(config["extraction"].get("model", "model")))
-            paths = write_report(report, f"{output_path}/probes/{model}")
+            paths = write_report(report, f"{output_path}/probes")
             logger.info(f"task {self.config.task}: per-layer results written to {paths['json'].parent}")
         return report
+
+
+def layer_major(per_doc: list[np.ndarray]) -> np.ndarray:
+    """Stack per-document ``[n_layers, hidden]`` float16 arrays into ``[n_layers, n_docs, hidden]``.
+
+    Filled in place (no intermediate ``[n_docs, n_layers, hidden]`` copy), keeping float16.
+    """
+    n_layers, hidden = per_doc[0].shape
+    out = np.empty((n_layers, len(per_doc), hidden), dtype=np.float16)
+    for i, feats in enumerate(per_doc):
+        out[:, i, :] = feats
+    return out
+
+
+def text_only_score(texts: list[str], y: np.ndarray, is_train: np.ndarray, kind: str) -> float:
+    """Score of a bag-of-words probe on the document text alone (no model, no image).
+
+    The hypothesis-only baseline of the entailment literature (Gururangan et al. 2018): how
+    much of a task the text gives away. NaN when the texts are empty or constant.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    from lmms_probe_tasks.probe import unusable_reason
+
+    texts = [t or "" for t in texts]
+    if len(set(texts)) < 2 or unusable_reason(y, is_train, kind) or kind == "multilabel":
+        return math.nan
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=1)
+    train_x = vectorizer.fit_transform([t for t, keep in zip(texts, is_train) if keep])
+    test_x = vectorizer.transform([t for t, keep in zip(texts, is_train) if not keep])
+    model = LogisticRegression(max_iter=2000).fit(train_x, y[is_train])
+    return float(accuracy_score(y[~is_train], model.predict(test_x)))
 
 
 def _canonical(items: list[dict]) -> list[dict]:

@@ -197,3 +197,34 @@ def test_torchrun_two_processes_match_one_process(tiny_llava, tmp_path):
     for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
         rows1, rows2 = _layer_rows(r1[task], metric), _layer_rows(r2[task], metric)
         assert rows1 and rows1 == rows2
+
+
+def _builders() -> list[str]:
+    from lmms_probe_tasks.tiny import BUILDERS
+
+    return sorted(BUILDERS)
+
+
+@pytest.mark.parametrize("arch", _builders())
+def test_every_family_through_the_cli(arch, tmp_path):
+    """Each supported family gives one finite row per layer on the shapes tasks (shared small size)."""
+    from transformers import AutoConfig
+
+    from lmms_probe_tasks.tiny import build_tiny, missing_requirements
+
+    if missing_requirements(arch):
+        pytest.skip(f"{arch} needs {missing_requirements(arch)}")
+    ckpt = build_tiny(arch, tmp_path / arch)
+    n_layers = AutoConfig.from_pretrained(ckpt).get_text_config().num_hidden_layers
+    log = _lmms_eval(
+        ["--model", "hidden_states", "--model_args", f"pretrained={ckpt}", "--batch_size", "8",
+         "--tasks", "probe_shapes_*", "--limit", "48", "--output_path", "out"],
+        cwd=tmp_path,
+    )
+    results = _results(tmp_path / "out", log)
+    for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
+        rows = _layer_rows(results[task], metric)
+        assert sorted(rows) == [f"{metric}_l{i:02d}" for i in range(n_layers + 1)], log[-3000:]
+        assert all(0.0 <= v <= 1.0 for v in rows.values())
+    report = json.loads(next((tmp_path / "out" / "probes").glob("*/probe_shapes_entailment.json")).read_text())
+    assert report["config"]["extraction"]["stack"]  # which stack was probed is recorded
