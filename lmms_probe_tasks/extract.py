@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from lmms_probe_tasks.numerics import flush_denormals
+
 POOLINGS: tuple[str, ...] = ("last", "mean", "image", "text")
 POOLING_HELP = (
     "last = state at the final prompt position, mean = mean over non-padding positions, "
@@ -255,7 +257,7 @@ def extract_batch(
     if pooling in ("image", "text") and image_mask is None:
         raise ValueError(f"pooling={pooling!r} needs the image positions of the batch")
     weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
-    with torch.inference_mode(), layer_capture(parts, layers, weights) as captured:
+    with torch.inference_mode(), flush_denormals(), layer_capture(parts, layers, weights) as captured:
         try:
             model(**inputs, use_cache=False, return_dict=True)
         except _StopForward:

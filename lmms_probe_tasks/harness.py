@@ -32,6 +32,7 @@ import numpy as np
 from loguru import logger
 
 from lmms_probe_tasks import transport
+from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import TARGET_KINDS, multi_hot
 from lmms_probe_tasks.report import ProbeReport, write_report
 
@@ -352,16 +353,17 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         first = items[0]
         config = self.spec.protocol_config(self.config.generation_kwargs)
         x = layer_major([item["x"] for item in items])
-        result = run_protocol(
-            x,
-            y,
-            is_train,
-            kind=self.spec.kind,
-            config=config,
-            groups=np.array([item["group"] for item in items]),
-            types=np.array([item["type"] for item in items]),
-            layer_ids=first["layers"],
-        )
+        with flush_denormals():
+            result = run_protocol(
+                x,
+                y,
+                is_train,
+                kind=self.spec.kind,
+                config=config,
+                groups=np.array([item["group"] for item in items]),
+                types=np.array([item["type"] for item in items]),
+                layer_ids=first["layers"],
+            )
         if result.reason:
             logger.warning(
                 f"task {self.config.task}: layer scores are NaN: {result.reason} "
@@ -369,9 +371,12 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
             )
         rows = result.to_rows()
         metric = self.spec.metric
-        for row in rows:
-            row[metric] = row.pop("score")
-            row["relative_depth"] = row["layer"] / first["n_layers"] if first["n_layers"] else 0.0
+        for i, row in enumerate(rows):
+            score = row.pop("score")
+            row.pop("metric", None)  # "accuracy"/"mAP": the column name says it
+            depth = row["layer"] / first["n_layers"] if first["n_layers"] else 0.0
+            row.pop("relative_depth", None)  # recomputed on the model's depth, not the deepest probed layer
+            rows[i] = {"layer": row.pop("layer"), "relative_depth": depth, metric: score, **row}
         scores = {row["layer"]: row[metric] for row in rows}
         best = result.best_layer
         summary = {

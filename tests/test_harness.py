@@ -92,3 +92,18 @@ def test_probe_spec_errors_name_the_fix():
         ProbeSpec.from_metadata("t", {"probe": {"metric": "f1"}})
     with pytest.raises(ValueError, match="importable function"):
         load_builder("lmms_probe_tasks.nope.builder")
+
+
+def test_all_layers_are_fitted_once_per_task_not_per_row(monkeypatch):
+    from lmms_probe_tasks import protocol
+
+    calls = []
+    real = protocol.run_protocol
+
+    def counting(x, *args, **kwargs):
+        calls.append(x.shape)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_protocol", counting)
+    _run(["fake_planted", "fake_planted_multilabel"])
+    assert calls == [(N_LAYERS + 1, 90, 8), (N_LAYERS + 1, 90, 8)]

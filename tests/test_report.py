@@ -1,0 +1,58 @@
+"""Reports: JSON/CSV/PNG per task, merged control runs, the paper figure."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+
+from lmms_probe_tasks.harness import ProbeSpec, text_only_score
+from lmms_probe_tasks.report import ProbeReport, write_report
+
+
+def _report(task: str, semantics: str, scores: list[float], **extraction) -> ProbeReport:
+    rows = [
+        {"layer": i, "relative_depth": i / (len(scores) - 1), "acc": s, "ci_low": s - 0.05, "ci_high": s + 0.05,
+         "control_score": 0.3}
+        for i, s in enumerate(scores)
+    ]
+    summary = {"best_layer": float(np.argmax(scores)), "best": max(scores), "last": scores[-1], "majority_baseline": 0.33}
+    config = {"semantics": semantics, "extraction": {"model": "org/model", "init": "pretrained", "blind": "none", **extraction}}
+    return ProbeReport(task, "acc", rows, summary, config)
+
+
+def test_files_merge_and_paper_figure(tmp_path):
+    root = tmp_path / "probes"
+    paths = write_report(_report("probe_x_entailment", "global", [0.4, 0.8, 0.6]), root)
+    assert {p.suffix for p in paths.values()} == {".json", ".csv", ".png"}
+    assert json.loads(paths["json"].read_text())["summary"]["best_layer"] == 1.0
+    write_report(_report("probe_x_entailment", "global", [0.4, 0.45, 0.5], init="random (seed 1)"), root)
+    write_report(_report("probe_x_entailment", "global", [0.35, 0.5, 0.45], blind="blank"), root)
+    paths = write_report(_report("probe_x_objects", "local", [0.5, 0.9, 0.9]), root)
+    assert paths["paper"].read_bytes()[:4] == b"\x89PNG"
+    folder = root / "org__model"
+    rows = list(csv.DictReader((folder / "probe_x_entailment.csv").open()))
+    assert [float(r["random_init_score"]) for r in rows] == [0.4, 0.45, 0.5]
+    assert [round(float(r["image_gain_vs_blind_blank"]), 6) for r in rows] == [0.05, 0.3, 0.15]
+    # The control runs' own CSVs point back at the pretrained-model folders' siblings.
+    assert (root / "org__model__init-random" / "probe_x_entailment.csv").exists()
+    assert (root / "org__model__blind-blank" / "probe_x_entailment.png").exists()
+
+
+def test_text_only_baseline_sees_text_leaks_only():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    is_train = np.arange(200) < 150
+    leaky = [f"word{label} filler" for label in y]
+    assert text_only_score(leaky, y, is_train, "multiclass") == 1.0
+    assert np.isnan(text_only_score([""] * 200, y, is_train, "multiclass"))
+    noise = [f"token{rng.integers(0, 1000)}" for _ in y]
+    assert text_only_score(noise, y, is_train, "multiclass") < 0.7
+
+
+def test_cli_gen_kwargs_override_the_yaml_protocol():
+    spec = ProbeSpec.from_metadata("t", {"probe": {"metric": "acc", "preset": "paper", "protocol": {"n_bootstrap": 50}}})
+    assert spec.protocol_config().n_seeds == 3 and spec.protocol_config().n_bootstrap == 50
+    cli = spec.protocol_config({"probe_preset": "fast", "probe_seeds": 2, "probe_model": "mlp", "until": []})
+    assert (cli.preset, cli.n_seeds, cli.probe) == ("fast", 2, "mlp")
