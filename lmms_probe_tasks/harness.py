@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -293,7 +294,8 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": doc[self.spec.label_field]}
         carrier = {
             **base,
-            "x": features.layers,
+            # The cache file's path when there is one (rank 0 reads it from disk), else the array.
+            **({"x_path": features.path} if features.path else {"x": features.layers}),
             "layers": list(layer_ids),
             "n_layers": n_layers,
             "meta": features.meta,
@@ -327,7 +329,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         over all layers and writes the artifacts; every other call reads that result.
         """
         if self._report is None:
-            if not items or "x" not in items[0]:
+            if not items or not ("x" in items[0] or "x_path" in items[0]):
                 raise RuntimeError(
                     f"task {self.config.task}: a row was aggregated before the feature-carrying row; "
                     "lmms-eval changed its aggregation order (please report this)"
@@ -352,7 +354,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         y, is_train = self._targets(items)
         first = items[0]
         config = self.spec.protocol_config(self.config.generation_kwargs)
-        x = layer_major([item["x"] for item in items])
+        x = layer_major(items)
         with flush_denormals():
             result = run_protocol(
                 x,
@@ -413,15 +415,44 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         return report
 
 
-def layer_major(per_doc: list[np.ndarray]) -> np.ndarray:
-    """Stack per-document ``[n_layers, hidden]`` float16 arrays into ``[n_layers, n_docs, hidden]``.
+def layer_major(items: list[dict], memmap_bytes: int | None = None) -> np.ndarray:
+    """Stack the documents' ``[n_layers, hidden]`` float16 features into ``[n_layers, n_docs, hidden]``.
 
-    Filled in place (no intermediate ``[n_docs, n_layers, hidden]`` copy), keeping float16.
+    Each item carries its array (``x``) or the path of its feature-cache file (``x_path``).
+    The result stays float16 and is filled in place, one document at a time; above
+    ``memmap_bytes`` (default ``$LMMS_PROBE_MEMMAP_BYTES`` or 2 GiB) it is a ``numpy.memmap``
+    in a temporary file, so 50k docs x 33 layers x 4096 dims (13.5 GB) never sit in RAM.
+
+    Raises:
+        FileNotFoundError: A cache file another node wrote is not visible here.
     """
-    n_layers, hidden = per_doc[0].shape
-    out = np.empty((n_layers, len(per_doc), hidden), dtype=np.float16)
-    for i, feats in enumerate(per_doc):
-        out[:, i, :] = feats
+    from lmms_probe_tasks.feature_cache import read_verified
+
+    def features(item: dict) -> np.ndarray:
+        if "x" in item:
+            return item["x"]
+        try:
+            return read_verified(item["x_path"])
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"feature cache file {item['x_path']} is not visible on this node: a multi-node run needs "
+                "feature_cache=<folder on a shared filesystem>, or feature_cache=none"
+            ) from None
+
+    first = features(items[0])
+    shape = (first.shape[0], len(items), first.shape[1])
+    limit = memmap_bytes if memmap_bytes is not None else int(os.environ.get("LMMS_PROBE_MEMMAP_BYTES", 2 << 30))
+    if np.prod(shape) * 2 > limit:
+        import tempfile
+
+        handle = tempfile.NamedTemporaryFile(prefix="lmms_probe_layers_", suffix=".f16", delete=False)
+        out: np.ndarray = np.memmap(handle.name, dtype=np.float16, mode="w+", shape=shape)
+        os.unlink(handle.name)  # the mapping keeps the data; the name goes now, the space when unmapped
+    else:
+        out = np.empty(shape, dtype=np.float16)
+    out[:, 0, :] = first
+    for i, item in enumerate(items[1:], start=1):
+        out[:, i, :] = features(item)
     return out
 
 

@@ -27,10 +27,13 @@ class DocFeatures:
         layers: ``[n_layers + 1, hidden]`` float16; row 0 is the embedding output,
             row i the output of decoder layer i.
         meta: How they were made (model id, pooling, prompt, ...): recorded in results.
+        path: The feature-cache file holding the same array, if any: then the task hands
+            rank 0 this path instead of the array (features do not ride lmms-eval's gather).
     """
 
     layers: np.ndarray
     meta: dict
+    path: str | None = None
 
 
 class FeatureStore:

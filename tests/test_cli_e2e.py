@@ -228,3 +228,34 @@ def test_every_family_through_the_cli(arch, tmp_path):
         assert all(0.0 <= v <= 1.0 for v in rows.values())
     report = json.loads(next((tmp_path / "out" / "probes").glob("*/probe_shapes_entailment.json")).read_text())
     assert report["config"]["extraction"]["stack"]  # which stack was probed is recorded
+
+
+def test_kill_minus_9_then_resume_computes_only_the_missing_docs(tiny_llava, tmp_path):
+    import re
+    import signal
+    import time
+
+    args = ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "1",
+            "--tasks", "probe_shapes_entailment"]
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMMS_PROBE_FEATURE_CACHE": str(cache)}
+    env.pop("PYTHONPATH", None)
+    victim = subprocess.Popen([_exe("lmms-eval"), *args, "--output_path", "killed"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while victim.poll() is None and time.monotonic() < deadline and len(list(cache.rglob("*.npy"))) < 40:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = len(list(cache.rglob("*.npy")))
+    assert victim.returncode == -signal.SIGKILL and 40 <= done < 360, f"not killed mid-extraction ({done} docs)"
+
+    resumed = _lmms_eval(args + ["--output_path", "resumed"], cwd=tmp_path, env={"LMMS_PROBE_FEATURE_CACHE": str(cache)})
+    counts = re.search(r"360 probe docs on this rank: (\d+) from the feature cache, (\d+) computed", resumed)
+    assert counts, resumed[-3000:]
+    assert int(counts.group(1)) >= done and int(counts.group(1)) + int(counts.group(2)) == 360
+    uncached = [a if not a.startswith("pretrained=") else f"{a},feature_cache=none" for a in args]
+    fresh = _lmms_eval(uncached + ["--output_path", "fresh"], cwd=tmp_path)
+    resumed_rows = _layer_rows(_results(tmp_path / "resumed", resumed)["probe_shapes_entailment"], "acc")
+    fresh_rows = _layer_rows(_results(tmp_path / "fresh", fresh)["probe_shapes_entailment"], "acc")
+    assert resumed_rows and resumed_rows == fresh_rows

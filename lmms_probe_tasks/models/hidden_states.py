@@ -8,6 +8,7 @@ any other request is answered by greedy generation.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -17,7 +18,8 @@ from tqdm import tqdm
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from lmms_probe_tasks import families, transport
+from lmms_probe_tasks import __version__, families, transport
+from lmms_probe_tasks.feature_cache import FeatureCache, default_root, doc_key, image_digest
 from lmms_probe_tasks.extract import check_pooling, extract_batch, find_decoder, parse_layers
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -86,6 +88,9 @@ class HiddenStates(lmms):
         seed: Seed of the random initialisation.
         blind: ``none`` (default); ``blank`` replaces every image by a mid-grey one of the
             same size; ``noimage`` drops the images from the prompt: the modality baselines.
+        feature_cache: Folder of the content-addressed feature cache; ``default`` =
+            ``$LMMS_PROBE_FEATURE_CACHE`` or ``~/.cache/lmms_probe_tasks/features``;
+            ``none`` disables it. With every document cached, the weights are never loaded.
         trust_remote_code: Allow checkpoint code (default False).
         max_new_tokens: Default generation length for non-probe requests.
     """
@@ -103,6 +108,7 @@ class HiddenStates(lmms):
         init: str = "pretrained",
         seed: int = 0,
         blind: str = "none",
+        feature_cache: str | None = "default",
         trust_remote_code: bool = False,
         max_new_tokens: int = 256,
         **kwargs: Any,
@@ -111,11 +117,13 @@ class HiddenStates(lmms):
         if kwargs:
             raise ValueError(
                 f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
-                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, trust_remote_code, max_new_tokens"
+                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, feature_cache, trust_remote_code, "
+                "max_new_tokens"
             )
         import torch
         from accelerate import Accelerator
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
+        from transformers import __version__ as transformers_version
 
         # Validate cheap arguments before touching the checkpoint.
         self.pooling = check_pooling(str(pooling))
@@ -154,30 +162,21 @@ class HiddenStates(lmms):
         self.accelerator = accelerator
         torch_dtype = _resolve_dtype(str(dtype), str(self._device))
 
-        load_kwargs: dict[str, Any] = {"revision": revision, "dtype": torch_dtype, "trust_remote_code": bool(trust_remote_code)}
+        self._load_kwargs: dict[str, Any] = {
+            "revision": revision, "dtype": torch_dtype, "trust_remote_code": bool(trust_remote_code)
+        }
         if device_map and accelerator.num_processes == 1:
-            load_kwargs["device_map"] = device_map
-        if init == "random":
-            # Same architecture and config, fresh weights: what probing results must beat.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                self._model = AutoModelForImageTextToText.from_config(
-                    config, dtype=torch_dtype, trust_remote_code=bool(trust_remote_code)
-                ).eval()
-            load_kwargs.pop("device_map", None)
-        else:
-            self._model = AutoModelForImageTextToText.from_pretrained(pretrained, **load_kwargs).eval()
-        if "device_map" not in load_kwargs:
-            self._model.to(self._device)
-        else:
-            self._device = self._model.device  # where the embeddings live: inputs go there
+            self._load_kwargs["device_map"] = device_map
+        self._pretrained, self._config, self._init, self._seed = pretrained, config, init, int(seed)
+        self._model: Any = None  # loaded on the first document the feature cache does not hold
+        self._decoder: Any = None
         self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=bool(trust_remote_code))
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         # Right padding: real tokens keep positions 0..n-1, so a causal decoder gives each
         # document the same states alone or in a batch; pooling reads the attention mask.
         self.tokenizer.padding_side = "right"
         self.max_new_tokens = int(max_new_tokens)
-        self._decoder = find_decoder(self._model, self.family)
+        self.torch_dtype = torch_dtype
         self.meta = {
             "model": pretrained,
             "revision": str(revision),
@@ -195,12 +194,53 @@ class HiddenStates(lmms):
             "prompt_format": self._prompt_format(),
             "family_notes": self.family.notes,
         }
+        cache_off = feature_cache is None or str(feature_cache).lower() in ("none", "off", "false", "")
+        self.cache = None if cache_off else FeatureCache(default_root() if feature_cache == "default" else str(feature_cache))
+        self.fingerprint = {
+            **{k: self.meta[k] for k in ("model", "model_type", "dtype", "init", "pooling", "layers", "blind", "stack")},
+            # The resolved commit when loaded from the hub; the config hash catches local edits.
+            "revision": getattr(config, "_commit_hash", None) or str(revision),
+            "config_sha256": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest(),
+            "versions": {"lmms-probe-tasks": __version__, "transformers": transformers_version},
+        }
+        self.meta["feature_cache"] = {
+            "root": str(self.cache.root) if self.cache else None,
+            "stats": self.cache.stats if self.cache else {},
+            "computed": 0,
+        }
+
+    def _load_model(self) -> Any:
+        """Load (or randomly initialise) the weights, once."""
+        if self._model is not None:
+            return self._model
+        import torch
+        from transformers import AutoModelForImageTextToText
+
+        kwargs = dict(self._load_kwargs)
+        if self._init == "random":
+            # Same architecture and config, fresh weights: what probing results must beat.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                model = AutoModelForImageTextToText.from_config(
+                    self._config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"]
+                )
+            kwargs.pop("device_map", None)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(self._pretrained, **kwargs)
+        model.eval()
+        if "device_map" in kwargs:
+            self._device = model.device  # where the embeddings live: inputs go there
+        else:
+            model.to(self._device)
+        self._model = model
+        self._decoder = find_decoder(model, self.family)
+        return model
 
     # -- lmms-eval plumbing ----------------------------------------------
     @property
     def model(self) -> Any:
-        """The underlying transformers model."""
-        return self._model
+        """The underlying transformers model (loaded on first use)."""
+        return self._load_model()
 
     @property
     def device(self) -> Any:
@@ -247,24 +287,33 @@ class HiddenStates(lmms):
             return [[Image.new("RGB", im.size, (128, 128, 128)) for im in per_doc] for per_doc in images]
         return images
 
+    def _prepare(self, text: str, images: list[Any]) -> tuple[str, list[Any]]:
+        """The exact prompt and (blind-mode) images one document is run with."""
+        (images,) = self._visuals([images])
+        return self.build_prompt(text, len(images)), images
+
     def _inputs(self, texts: list[str], images: list[list[Any]]) -> Any:
         """Processor output for a batch (right-padded), on the model's device and dtype."""
-        images = self._visuals(images)
-        prompts = [self.build_prompt(text, len(per_doc)) for text, per_doc in zip(texts, images)]
+        prepared = [self._prepare(text, per_doc) for text, per_doc in zip(texts, images)]
+        return self._processor_inputs([p for p, _ in prepared], [i for _, i in prepared])
+
+    def _processor_inputs(self, prompts: list[str], images: list[list[Any]]) -> Any:
+        model = self._load_model()
         kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
         if any(images):
             kwargs["images"] = families.processor_images(self.family, images)
         inputs = self.processor(**kwargs)
         # Cast floating inputs (pixel values) to the model's dtype; ids stay integers.
-        return inputs.to(self._device, self._model.dtype) if hasattr(inputs, "to") else inputs
+        return inputs.to(self._device, model.dtype) if hasattr(inputs, "to") else inputs
 
     def extract(self, inputs: Any) -> Any:
         """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float16."""
+        model = self._load_model()
         image_mask = None
         if self.pooling in ("image", "text"):
-            image_mask = families.image_positions(self._model.config, self.family, inputs)
-        forward = families.forward_kwargs(self._model, self.family, inputs)
-        return extract_batch(self._model, forward, self.pooling, self.layers, image_mask, self._decoder)
+            image_mask = families.image_positions(model.config, self.family, inputs)
+        forward = families.forward_kwargs(model, self.family, inputs)
+        return extract_batch(model, forward, self.pooling, self.layers, image_mask, self._decoder)
 
     def _doc(self, request: Instance) -> tuple[str, dict, list]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
@@ -282,20 +331,45 @@ class HiddenStates(lmms):
         probe_set = set(probe_idx)
         other_idx = [i for i in range(len(requests)) if i not in probe_set and i not in padding]
         bar = tqdm(total=len(requests) - len(padding), disable=self.rank != 0, desc="hidden_states")
-        for start in range(0, len(probe_idx), self.batch_size):
-            chunk = probe_idx[start : start + self.batch_size]
-            docs = [self._doc(requests[i]) for i in chunk]
-            inputs = self._inputs([d[0] for d in docs], [d[2] for d in docs])
-            feats = self.extract(inputs)
-            for row, i in enumerate(chunk):
-                _, _, _, doc_id, task, _ = requests[i].args
-                responses[i] = transport.STORE.put(transport.DocFeatures(feats[row], self.meta), hint=f"{task}/{doc_id}")
-            bar.update(len(chunk))
+        self._answer_probes([requests[i] for i in probe_idx], probe_idx, responses, bar)
         for i in other_idx:
             responses[i] = self._generate_one(requests[i])
             bar.update(1)
         bar.close()
         return [r if r is not None else "" for r in responses]
+
+    def _answer_probes(self, requests: list[Instance], index: list[int], responses: list, bar: Any) -> None:
+        """Fill ``responses[index[j]]`` with feature keys: cached documents first, the rest in batches."""
+        todo = []  # (response slot, cache key, prompt, images) of documents to compute
+        for slot, request in zip(index, requests):
+            context, _, visuals = self._doc(request)
+            prompt, images = self._prepare(context, visuals)
+            key = doc_key(self.fingerprint, prompt, image_digest(images)) if self.cache else None
+            cached = self.cache.get(key) if self.cache else None
+            if cached is not None and cached.shape[0] == len(self.layers):
+                self._respond(responses, slot, request, cached, self.cache.path(key))
+                bar.update(1)
+            else:
+                todo.append((slot, request, key, prompt, images))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            feats = self.extract(self._processor_inputs([c[3] for c in chunk], [c[4] for c in chunk]))
+            for row, (slot, request, key, _, _) in enumerate(chunk):
+                # Written per batch, so a killed run resumes after its last whole batch.
+                path = self.cache.put(key, feats[row]) if self.cache else None
+                self._respond(responses, slot, request, feats[row], path)
+            self.meta["feature_cache"]["computed"] += len(chunk)
+            bar.update(len(chunk))
+        if requests:
+            logger.info(
+                f"hidden_states: {len(requests)} probe docs on this rank: {len(requests) - len(todo)} from the feature "
+                f"cache, {len(todo)} computed" + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
+            )
+
+    def _respond(self, responses: list, slot: int, request: Instance, feats: Any, path: Any) -> None:
+        _, _, _, doc_id, task, _ = request.args
+        item = transport.DocFeatures(feats, self.meta, str(path) if path else None)
+        responses[slot] = transport.STORE.put(item, hint=f"{task}/{doc_id}")
 
     def _generate_one(self, request: Instance) -> str:
         import torch
@@ -308,7 +382,7 @@ class HiddenStates(lmms):
         inputs = {k: v for k, v in inputs.items() if k not in self.family.drop_inputs}
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
-            out = self._model.generate(
+            out = self._load_model().generate(
                 **inputs,
                 do_sample=False,
                 num_beams=1,
