@@ -73,9 +73,30 @@ def load_builder(dotted: str) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------- doc functions
+def to_rgb(image: Any) -> Any:
+    """Normalise any PIL image to what every processor expects: upright 8-bit RGB.
+
+    - EXIF orientation is applied (a phone photo is shown upright, as a viewer shows it);
+    - 16-bit greyscale (``I;16``, ``I``) is scaled to 8 bits (``convert`` would clip it);
+    - transparency (RGBA, LA, palette with alpha) is composited on white, not dropped to black;
+    - CMYK, greyscale, palette and the rest go through PIL's own conversion.
+    """
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(wide / 257.0, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def doc_to_visual(doc: dict) -> list:
-    """Return the document's image as a one-element list of RGB PIL images."""
-    return [doc["image"].convert("RGB")]
+    """Return the document's image as a one-element list of upright 8-bit RGB PIL images."""
+    return [to_rgb(doc["image"])]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
@@ -250,6 +271,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         # it skipped and why; the report goes into every artifact.
         docs, self.data_report = built if isinstance(built, tuple) else (built, {})
         self.spec = self.spec.with_label_names(_class_names(docs.features.get(self.spec.label_field)))
+        check_docs(self.config.task, docs, self.spec.label_field)
         split = self.config.test_split
         if self.config.process_docs is not None:
             docs = self.config.process_docs(docs)
@@ -476,6 +498,29 @@ def text_only_score(texts: list[str], y: np.ndarray, is_train: np.ndarray, kind:
     test_x = vectorizer.transform([t for t, keep in zip(texts, is_train) if not keep])
     model = LogisticRegression(max_iter=2000).fit(train_x, y[is_train])
     return float(accuracy_score(y[~is_train], model.predict(test_x)))
+
+
+def check_docs(task: str, docs: Any, label_field: str) -> None:
+    """Refuse, at task load, documents the probe cannot use as given.
+
+    Raises:
+        ValueError: A missing column, or duplicate ``uid`` values (naming a few) — a duplicate
+            would silently weigh one document twice, or put it on both sides.
+    """
+    missing = [c for c in ("uid", "probe_split", "image", label_field) if c not in docs.column_names]
+    if missing:
+        raise ValueError(f"task {task}: its builder's documents lack column(s) {missing}; see README 'Adding a task'")
+    uids = docs["uid"]
+    if len(set(uids)) != len(uids):
+        seen: set = set()
+        dupes = sorted({u for u in uids if u in seen or seen.add(u)})
+        raise ValueError(
+            f"task {task}: {len(uids) - len(set(uids))} duplicate doc uid(s), e.g. {dupes[:5]}; "
+            "every document needs a unique uid (fix the task's builder)"
+        )
+    splits = set(docs["probe_split"])
+    if not splits <= {"train", "test"}:
+        raise ValueError(f"task {task}: probe_split values {sorted(splits - {'train', 'test'})}; valid: train, test")
 
 
 def _canonical(items: list[dict]) -> list[dict]:

@@ -42,6 +42,8 @@ Fetched = ImageValue | str
 
 MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
+#: Skip reason of images past PIL's decompression-bomb limit (raise PIL.Image.MAX_IMAGE_PIXELS to admit them).
+IMAGE_TOO_LARGE = "image_too_large"
 
 
 # ------------------------------------------------------------------ validation
@@ -202,7 +204,10 @@ def decode_problem(data: bytes | Path) -> str | None:
             image.load()
     except FileNotFoundError:
         return MISSING_IMAGE
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        # Over twice PIL's MAX_IMAGE_PIXELS (~179 Mpx): decoding could exhaust memory.
+        return IMAGE_TOO_LARGE
+    except (OSError, SyntaxError, ValueError):
         return CORRUPT_IMAGE
     return None
 

@@ -136,13 +136,15 @@ def _local_split(root: Path, split: str) -> _Split:
     path = require_file(root / f"snli_ve_{SOURCE_SPLITS[split]}.jsonl", "SNLI-VE annotations", ENV_VAR)
     out = _Split(split, [], set())
     index_of = {name: i for i, name in enumerate(LABELS)}
-    with open(path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for index, raw in enumerate(f):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                # Decoded per line, so one line of non-UTF-8 bytes is skipped and counted,
+                # not a UnicodeDecodeError that ends the whole run.
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 out.skips.add("malformed_line", f"line {index}")
                 continue
             gold = record.get("gold_label")

@@ -45,6 +45,11 @@ def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -
     try:
         config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
     except Exception as exc:  # OSError, ValueError, HF errors: all mean "cannot load that name"
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise ValueError(
+                f"pretrained={pretrained!r} ships its own model code, which is not run unless you allow it. "
+                "Fix: add trust_remote_code=true to --model_args if you trust that checkpoint's code."
+            ) from None
         where = "local folder" if os.path.isdir(pretrained) else "hub id or local folder"
         raise ValueError(
             f"pretrained={pretrained!r} could not be loaded as a {where}: {str(exc).splitlines()[0]} {fix}"
