@@ -21,6 +21,13 @@ problems share its batch. Two classes use one sigmoid logit, three or more a sof
 over all classes, multi-label targets one sigmoid per class -- the same models as
 scikit-learn's ``LogisticRegression`` (and ``OneVsRestClassifier`` of it).
 
+For ``d <= 1024`` L-BFGS is preconditioned with a bound on the Hessian built from each
+layer's feature covariance (one eigendecomposition per layer, shared by every C): the
+same solutions in about a fifth of the iterations. On one CPU core (the benchmark,
+``benchmarks/probe_fit.py``) that makes a 13-value C grid over 33 layers about 8x faster than
+a per-layer scikit-learn loop; a single C under 2x, because each L-BFGS iteration
+streams the same bytes either way.
+
 :func:`fit_mlp` trains one-hidden-layer MLP probes for all layers of a chunk at
 once (Adam is elementwise, so batching layers does not couple them) with early
 stopping on a dev split, per layer.
@@ -180,6 +187,7 @@ def iter_layer_chunks(
     *,
     fit_rows: np.ndarray,
     device: str | torch.device = "cpu",
+    row_order: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``layer_chunk`` layers at a time as standardised float32 tensors.
 
@@ -192,11 +200,15 @@ def iter_layer_chunks(
     Args:
         x: ``[n_layers, n, d]`` features (float16, float32 or float64; ndarray or memmap).
         layer_chunk: Layers per chunk (>= 1).
-        fit_rows: ``[n]`` bool, rows whose statistics standardise each layer.
+        fit_rows: ``[m]`` bool over the yielded rows: rows whose statistics standardise
+            each layer.
         device: Torch device of the yielded tensors.
+        row_order: ``[m]`` int rows of ``x`` to yield, in this order (default all ``n``).
+            Putting probe-train rows first lets a fit use the contiguous view
+            ``xs[:, :n_train]`` instead of wasting work on zero-weight test rows.
 
     Yields:
-        ``(l0, l1, xs)`` with ``xs`` a ``[l1 - l0, n, d]`` float32 tensor on ``device``.
+        ``(l0, l1, xs)`` with ``xs`` a ``[l1 - l0, m, d]`` float32 tensor on ``device``.
 
     Raises:
         ValueError: Bad ``layer_chunk``, a non-float ``x``, or non-finite features.
@@ -209,8 +221,7 @@ def iter_layer_chunks(
         raise ValueError(f"features must be a float array (float16/float32); got dtype {x.dtype}")
     for l0 in range(0, x.shape[0], layer_chunk):
         l1 = min(l0 + layer_chunk, x.shape[0])
-        # The one float32 copy, of this chunk only (a memmap slice is read from disk here).
-        chunk = torch.from_numpy(np.array(x[l0:l1], dtype=np.float32, copy=True)).to(device)
+        chunk = _read_chunk(x, l0, l1, row_order, torch.device(device))
         # A sum is non-finite if some element is: a NaN/inf check without a chunk-sized mask
         # (a sum that merely overflows is rechecked element-wise, one layer at a time).
         finite = torch.isfinite(chunk.sum(dim=(1, 2)))
@@ -223,6 +234,20 @@ def iter_layer_chunks(
         standardize_(chunk, fit_rows)
         yield l0, l1, chunk
         del chunk  # before the next chunk is read: at most one chunk alive here
+
+
+def _read_chunk(x: np.ndarray, l0: int, l1: int, row_order: np.ndarray | None, device: torch.device) -> torch.Tensor:
+    """The one float32 copy, of layers ``l0:l1`` only (a memmap slice is read from disk here)."""
+    if device.type != "cpu":
+        # Ship the stored dtype (half the bytes for float16) and widen on the device.
+        rows = x[l0:l1] if row_order is None else x[l0:l1][:, row_order]
+        return torch.from_numpy(np.ascontiguousarray(rows)).to(device).float()
+    if row_order is None:
+        return torch.from_numpy(np.array(x[l0:l1], dtype=np.float32, copy=True))
+    out = np.empty((l1 - l0, len(row_order), x.shape[2]), dtype=np.float32)
+    for r0 in range(0, len(row_order), 4096):  # gathered in row blocks: a small float16 temporary
+        out[:, r0 : r0 + 4096] = x[l0:l1, row_order[r0 : r0 + 4096]]
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------ batched logistic regression
@@ -318,6 +343,7 @@ def fit_logreg(
     history: int = 10,
     intercept_C: float | np.ndarray | torch.Tensor | None = None,
     theta0: torch.Tensor | None = None,
+    precondition: bool | None = None,
 ) -> BatchedLogReg:
     """Fit L2 logistic regression for all layers and problems in one batched L-BFGS run.
 
@@ -342,6 +368,11 @@ def fit_logreg(
             (same shapes as ``C``); keeps intercepts finite when a class is absent
             from a small training set (MDL blocks). Default: unpenalised, as scikit-learn.
         theta0: ``[l, G, K, d + 1]`` starting point (default zeros, as scikit-learn).
+        precondition: Precondition L-BFGS with a bound on the Hessian built from the
+            features' covariance (``c * X^T X / n + lam * I``, c = 1/2 softmax, 1/4
+            sigmoid; one eigendecomposition per layer). It changes the path, not the
+            solution, and cuts iterations several-fold on correlated features; it costs
+            ``n d^2 + d^3`` per layer. Default: on when ``d <= 1024``.
 
     Returns:
         The fitted probes.
@@ -377,8 +408,56 @@ def fit_logreg(
     theta = torch.zeros(nl, g, k, d + 1, device=dev) if theta0 is None else theta0.to(dev, torch.float32).clone()
     if theta.shape != (nl, g, k, d + 1):
         raise ValueError(f"theta0 must have shape {(nl, g, k, d + 1)}; got {tuple(theta.shape)}")
-    solver = _LBFGS(xs, T, wn, lam, lam_b, theta, loss, history)
+    use_pc = d <= PRECONDITION_MAX_DIM if precondition is None else bool(precondition)
+    pc = _Preconditioner(xs, loss, lam, lam_b, ng) if use_pc else None
+    solver = _LBFGS(xs, T, wn, lam, lam_b, theta, loss, history, pc)
     return solver.run(max_iter, tol)
+
+
+#: Largest feature dimension preconditioned by default (the eigendecomposition is O(d^3) per layer).
+PRECONDITION_MAX_DIM = 1024
+
+
+class _Preconditioner:
+    """``M^-1`` for every (layer, problem): ``M = c * Cov + lam * I`` on weights, ``c + lam_b`` on intercepts.
+
+    ``c * Cov`` bounds the data Hessian of the mean-scaled loss (Böhning 1992: 1/2 for the
+    softmax, 1/4 for a sigmoid), so ``M^-1 g`` is a safe, nearly Newton step. One
+    eigendecomposition of the layer's feature covariance serves every C. Problems fitted on
+    fewer than a quarter of the rows (small MDL blocks) keep the identity: their covariance
+    is not the layer's.
+    """
+
+    def __init__(self, xs: torch.Tensor, loss: LossKind, lam: torch.Tensor, lam_b: torch.Tensor, ng: torch.Tensor):
+        nl, n, d = xs.shape
+        gram = torch.zeros(nl, d, d, device=xs.device)
+        for r0 in range(0, n, 4096):  # row blocks: any operand copy stays block-sized
+            block = xs[:, r0 : r0 + 4096]
+            gram.baddbmm_(block.transpose(1, 2), block)
+        evals, self.vecs = torch.linalg.eigh(gram / n)  # [l, d], [l, d, d]
+        self.c = 0.5 if loss == "softmax" else 0.25
+        self.evals = evals.clamp_min(0.0)
+        self.set_problems(lam, lam_b, ng >= 0.25 * n)
+
+    def set_problems(self, lam: torch.Tensor, lam_b: torch.Tensor, active: torch.Tensor) -> None:
+        """Per-problem scales: ``lam``, ``lam_b`` ``[l, G]``, ``active`` ``[G]`` bool."""
+        self.lam, self.lam_b, self.active = lam, lam_b, active
+        self.inv = 1.0 / (self.c * self.evals[:, None, None, :] + lam[:, :, None, None])  # [l, G, 1, d]
+        self.inv_b = 1.0 / (self.c + lam_b)  # [l, G]
+
+    def keep(self, keep: torch.Tensor) -> None:
+        """Drop retired problem columns."""
+        self.set_problems(self.lam[:, keep], self.lam_b[:, keep], self.active[keep])
+
+    def apply(self, q: torch.Tensor) -> torch.Tensor:
+        """``M^-1 q`` for active problems, ``q`` for the others (``[l, G, K, d+1]``)."""
+        nl, g, k, d1 = q.shape
+        d = d1 - 1
+        rot = torch.matmul(q[..., :d].reshape(nl, g * k, d), self.vecs).view(nl, g, k, d) * self.inv
+        out = torch.empty_like(q)
+        out[..., :d] = torch.matmul(rot.reshape(nl, g * k, d), self.vecs.transpose(1, 2)).view(nl, g, k, d)
+        out[..., d] = q[..., d] * self.inv_b[..., None]
+        return torch.where(self.active[None, :, None, None], out, q)
 
 
 class _LBFGS:
@@ -399,8 +478,9 @@ class _LBFGS:
         theta: torch.Tensor,
         loss: LossKind,
         history: int,
+        pc: _Preconditioner | None = None,
     ) -> None:
-        self.xs, self.loss, self.history = xs, loss, history
+        self.xs, self.loss, self.history, self.pc = xs, loss, history, pc
         nl, g = lam.shape
         self.out_theta = theta.clone()
         self.out_iter = torch.zeros(nl, g, dtype=torch.int64, device=xs.device)
@@ -468,6 +548,8 @@ class _LBFGS:
         for name in ("theta", "lam", "lam_b"):
             setattr(self, name, getattr(self, name)[:, keep])
         self.t, self.tw, self.wn = self.t[:, keep], self.tw[:, keep], self.wn[:, keep]
+        if self.pc is not None:
+            self.pc.keep(keep)
 
     def run(self, max_iter: int, tol: float) -> BatchedLogReg:
         """Iterate until every problem meets ``tol``, stalls, or hits ``max_iter``."""
@@ -483,6 +565,8 @@ class _LBFGS:
         done = gmax <= tol
         n_iter = torch.zeros_like(done, dtype=torch.int64)
         gamma = 1.0 / grad.flatten(2).norm(dim=2).clamp_min(1.0)  # first step: unit length at most
+        if self.pc is not None:  # a preconditioned first step is a bounded-Hessian Newton step
+            gamma = torch.where(self.pc.active[None, :], torch.ones_like(gamma), gamma)
         s_hist: list[torch.Tensor] = []
         y_hist: list[torch.Tensor] = []
         rho_hist: list[torch.Tensor] = []
@@ -505,6 +589,8 @@ class _LBFGS:
                 a_i = rho_i * dot(s_i, q)
                 q -= a_i[..., None, None] * y_i
                 alphas.append(a_i)
+            if self.pc is not None:
+                q = self.pc.apply(q)
             q *= gamma[..., None, None]
             for (s_i, y_i, rho_i), a_i in zip(
                 zip(s_hist, y_hist, rho_hist, strict=True), reversed(alphas), strict=True
@@ -549,6 +635,8 @@ class _LBFGS:
             y = new_grad - grad
             sy, yy = dot(s, y), dot(y, y)
             valid = (sy > 1e-10 * yy.clamp_min(1e-30)) & (step > 0)
+            if self.pc is not None:  # scale H0 = gamma * M^-1 in the preconditioned metric
+                yy = torch.where(self.pc.active[None, :], dot(y, self.pc.apply(y)), yy)
             rho = torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)), torch.zeros_like(sy))
             gamma = torch.where(valid, sy / yy.clamp_min(1e-30), gamma)
             s_hist.append(s)
@@ -782,7 +870,7 @@ def fit_predict_layers(
 ) -> LayerPredictions:
     """Standardise, fit on probe-train and predict probe-test, for every layer and every C.
 
-    The batched counterpart of calling ``probe.score_layer`` once per layer (and per C).
+    The batched counterpart of fitting scikit-learn's LogisticRegression once per layer (and per C).
 
     Args:
         x: ``[n_layers, n, d]`` float16/float32 features (ndarray or memmap).
@@ -801,13 +889,18 @@ def fit_predict_layers(
     is_train = _as_rows_mask(is_train, x.shape[1])
     enc = encode_targets(y, kind, fit_rows=is_train)
     grid = np.atleast_1d(np.asarray(C, dtype=np.float64))
-    test_rows = np.flatnonzero(~is_train)
+    # Probe-train rows first: the fit reads the view xs[:, :n_train], the test rows are never fitted.
+    order = np.concatenate([np.flatnonzero(is_train), np.flatnonzero(~is_train)])
+    n_train = int(is_train.sum())
+    ordered_train = np.arange(order.size) < n_train
+    targets = enc.targets[order[:n_train]]
+    row_order = None if np.array_equal(order, np.arange(order.size)) else order
     probas, iters, conv = [], [], []
-    for _, _, xs in iter_layer_chunks(x, layer_chunk, fit_rows=is_train, device=device):
+    for _, _, xs in iter_layer_chunks(x, layer_chunk, fit_rows=ordered_train, device=device, row_order=row_order):
         model = fit_logreg(
-            xs, enc.targets, is_train.astype(np.float32), grid, loss=enc.loss, max_iter=max_iter, tol=tol
+            xs[:, :n_train], targets, np.ones(n_train, np.float32), grid, loss=enc.loss, max_iter=max_iter, tol=tol
         )
-        lp = log_proba(model.logits(xs, test_rows), enc.loss, enc.binary)
+        lp = log_proba(model.logits(xs[:, n_train:]), enc.loss, enc.binary)
         probas.append(lp.exp().permute(0, 2, 1, 3).cpu().numpy())
         iters.append(model.n_iter)
         conv.append(model.converged)

@@ -787,6 +787,8 @@ def _select_C(
 ) -> np.ndarray:
     """Fit every C of the grid on train-minus-dev and choose one per (set, layer) on dev.
 
+    ``xs`` holds the probe-train rows only (the first ``n`` rows of the sets' arrays).
+
     Returns:
         ``[n_sets, l]`` chosen C.
     """
@@ -801,8 +803,8 @@ def _select_C(
         members = [problems[p] for p in batch]
         model = fit_logreg(
             xs,
-            np.stack([sets[j].targets for j, _ in members], axis=1),
-            np.stack([sets[j].train for j, _ in members], axis=1).astype(np.float32),
+            np.stack([sets[j].targets[:n] for j, _ in members], axis=1),
+            np.stack([sets[j].train[:n] for j, _ in members], axis=1).astype(np.float32),
             grid[[c for _, c in members]],
             loss=enc.loss,
             max_iter=config.max_iter,
@@ -835,26 +837,31 @@ def _mdl_codelength(
     first = float(ends[0]) * (math.log2(enc.n_classes) if enc.kind == "multiclass" else enc.targets.shape[1])
     if n_blocks == 0:
         return np.full(nl, first)
-    weights = np.zeros((n, n_blocks), np.float32)
+    weights = np.zeros((n, n_blocks), np.float32)  # xs holds the probe-train rows only
     for b in range(n_blocks):
         weights[order[: ends[b]], b] = 1.0
     c = np.broadcast_to(np.asarray(layer_c, np.float64)[:, None], (nl, n_blocks))
-    model = fit_logreg(
-        xs, enc.targets, weights, c, loss=enc.loss, max_iter=config.max_iter, tol=config.tol, intercept_C=c
-    )
     coded = order[ends[0] :]
     block_of = np.searchsorted(ends, np.arange(ends[0], ends[-1]), side="right") - 1  # model coding each doc
     bits = torch.zeros(nl, dtype=torch.float64, device=xs.device)
-    for r0 in range(0, coded.size, 4096):
-        rows, blk = coded[r0 : r0 + 4096], torch.as_tensor(block_of[r0 : r0 + 4096], device=xs.device)
-        z = model.logits(xs, rows)  # [l, r, B, K]
-        z = z[:, torch.arange(rows.size, device=xs.device), blk]  # [l, r, K]: each doc's own block model
-        if enc.kind == "multiclass":
-            idx = torch.as_tensor(true_idx[rows], device=xs.device).view(1, -1, 1).expand(nl, -1, 1)
-            nats = -log_proba(z, enc.loss, enc.binary).gather(-1, idx).squeeze(-1)
-        else:
-            nats = _bce(z, torch.as_tensor(enc.targets[rows], device=xs.device))
-        bits += nats.double().sum(1) / math.log(2)
+    for batch in _problem_batches(n_blocks, nl, n, enc.targets.shape[1], config.batch_mb):
+        cols = list(batch)
+        model = fit_logreg(
+            xs, enc.targets[:n], weights[:, cols], c[:, cols], loss=enc.loss, max_iter=config.max_iter,
+            tol=config.tol, intercept_C=c[:, cols],
+        )  # fmt: skip
+        mine = (block_of >= batch.start) & (block_of < batch.stop)
+        docs, doc_block = coded[mine], block_of[mine] - batch.start
+        for r0 in range(0, docs.size, 4096):
+            rows, blk = docs[r0 : r0 + 4096], torch.as_tensor(doc_block[r0 : r0 + 4096], device=xs.device)
+            z = model.logits(xs, rows)  # [l, r, B, K]
+            z = z[:, torch.arange(rows.size, device=xs.device), blk]  # [l, r, K]: each doc's own block model
+            if enc.kind == "multiclass":
+                idx = torch.as_tensor(true_idx[rows], device=xs.device).view(1, -1, 1).expand(nl, -1, 1)
+                nats = -log_proba(z, enc.loss, enc.binary).gather(-1, idx).squeeze(-1)
+            else:
+                nats = _bce(z, torch.as_tensor(enc.targets[rows], device=xs.device))
+            bits += nats.double().sum(1) / math.log(2)
     return first + bits.cpu().numpy()
 
 
@@ -893,6 +900,13 @@ def run_protocol(
     config = config or ProtocolConfig()
     y, is_train, groups, types, layers = _check_inputs(x, y, is_train, kind, groups, types, layer_ids)
     n_layers, n, _ = x.shape
+    # Probe-train docs first (keeping their relative order, so splits and draws are unchanged):
+    # every fit then reads the view xs[:, :n_train] and no work goes into zero-weight test rows.
+    order = np.concatenate([np.flatnonzero(is_train), np.flatnonzero(~is_train)])
+    row_order = None if np.array_equal(order, np.arange(n)) else order
+    y, is_train = y[order], is_train[order]
+    groups = None if groups is None else groups[order]
+    types = None if types is None else types[order]
     train_idx, test_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
     n_train, n_test = train_idx.size, test_idx.size
     reason = unusable_reason(y, is_train, kind)
@@ -945,7 +959,6 @@ def run_protocol(
         notes.append(f"MDL codelength uses the linear probe (C={c}); the MLP probe has no chosen C")
 
     n_sets, n_seeds = len(sets), config.n_seeds
-    y_test = y[test_idx]
     task_pred = (
         np.empty((n_seeds, n_layers, n_test), dtype=y.dtype)
         if kind == "multiclass"
@@ -958,28 +971,34 @@ def run_protocol(
     mdl_order = np.random.default_rng((config.seed, 0, _MDL)).permutation(train_idx)
     ends = mdl_block_ends(n_train)
 
-    for l0, l1, xs in iter_layer_chunks(x, config.layer_chunk, fit_rows=is_train, device=config.device):
+    chunks = iter_layer_chunks(x, config.layer_chunk, fit_rows=is_train, device=config.device, row_order=row_order)
+    for l0, l1, xs in chunks:
+        xs_train = xs[:, :n_train]  # a view: train rows come first
         if config.probe == "linear":
             usable = [j for j, fs in enumerate(sets) if fs.seed_index not in fallback_seeds]
             c_sel = np.ones((n_sets, l1 - l0))
-            c_sel[usable] = _select_C(xs, [sets[j] for j in usable], enc, config) if usable else 1.0
+            c_sel[usable] = _select_C(xs_train, [sets[j] for j in usable], enc, config) if usable else 1.0
             for j, fs in enumerate(sets):
                 if fs.seed_index in fallback_seeds:
                     same = [u for u in usable if sets[u].name == fs.name]
                     c_sel[j] = np.median(c_sel[same], axis=0) if same else 1.0
-            preds, conv = _refit(xs, sets, enc, is_train, test_idx, c_sel, config)
+            preds, conv = _refit(xs, sets, enc, n_train, c_sel, config)
             chosen[:, l0:l1] = c_sel
             converged[:, l0:l1] = conv
         else:
             preds = []
             for fs in sets:
                 mlp_seed = int(np.random.default_rng((config.seed, fs.seed_index, _MLP)).integers(2**31))
-                model = fit_mlp(xs, fs.targets, fs.train, fs.dev, loss=enc.loss, config=config.mlp, seed=mlp_seed)
-                preds.append(_predict(model.logits(xs, test_idx), enc))
+                model = fit_mlp(
+                    xs_train, fs.targets[:n_train], fs.train[:n_train], fs.dev[:n_train],
+                    loss=enc.loss, config=config.mlp, seed=mlp_seed,
+                )  # fmt: skip
+                preds.append(_predict(model.logits(xs[:, n_train:]), enc))
         for j, fs in enumerate(sets):
             if fs.name == "task":
                 task_pred[fs.seed_index, l0:l1] = preds[j]
-            set_scores[j, l0:l1] = _test_scores(preds[j], y_test, kind)
+            # Each label set is scored on its own test labels (control labels for the control task).
+            set_scores[j, l0:l1] = _test_scores(preds[j], fs.labels[n_train:], kind)
         if config.mdl:
             if config.mdl_C is not None:
                 layer_c = np.full(l1 - l0, config.mdl_C)
@@ -987,8 +1006,8 @@ def run_protocol(
                 layer_c = chosen[0, l0:l1]  # task, seed 0
             else:
                 layer_c = np.ones(l1 - l0)
-            mdl_bits[l0:l1] = _mdl_codelength(xs, enc, true_idx, mdl_order, ends, layer_c, config)
-        del xs
+            mdl_bits[l0:l1] = _mdl_codelength(xs_train, enc, true_idx, mdl_order, ends, layer_c, config)
+        del xs, xs_train
 
     return _assemble(
         kind, config, layers, sets, set_scores, task_pred, y, is_train, groups, chosen, converged, mdl_bits,
@@ -1000,31 +1019,33 @@ def _refit(
     xs: torch.Tensor,
     sets: list[_FitSet],
     enc: EncodedTargets,
-    is_train: np.ndarray,
-    test_idx: np.ndarray,
+    n_train: int,
     chosen_c: np.ndarray,
     config: ProtocolConfig,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Refit every set with its C (``chosen_c``, ``[n_sets, l]``) and predict probe-test.
 
+    ``xs`` holds all rows, probe-train first (``n_train`` of them).
+
     Returns:
         ``(test predictions per set, converged [n_sets, l])``.
     """
-    nl, n, _ = xs.shape
+    nl = xs.shape[0]
     preds: list[np.ndarray] = [np.empty(0)] * len(sets)
     converged = np.zeros((len(sets), nl), bool)
-    for batch in _problem_batches(len(sets), nl, n, enc.targets.shape[1], config.batch_mb):
-        rows = [is_train if config.refit == "train+dev" else sets[j].train for j in batch]
+    all_train = np.ones(n_train, bool)
+    for batch in _problem_batches(len(sets), nl, n_train, enc.targets.shape[1], config.batch_mb):
+        rows = [all_train if config.refit == "train+dev" else sets[j].train[:n_train] for j in batch]
         model = fit_logreg(
-            xs,
-            np.stack([sets[j].targets for j in batch], axis=1),
+            xs[:, :n_train],
+            np.stack([sets[j].targets[:n_train] for j in batch], axis=1),
             np.stack(rows, axis=1).astype(np.float32),
             chosen_c[list(batch)].T,
             loss=enc.loss,
             max_iter=config.max_iter,
             tol=config.tol,
         )
-        z = model.logits(xs, test_idx)
+        z = model.logits(xs[:, n_train:])  # [l, n_test, P, K]
         for p, j in enumerate(batch):
             preds[j] = _predict(z[:, :, p], enc)
             converged[j] = model.converged[:, p]

@@ -103,6 +103,20 @@ def test_layers_and_problems_are_solved_independently():
             np.testing.assert_allclose(together.theta[layer, g].numpy(), alone.theta[0, 0].numpy(), atol=2e-3)
 
 
+@pytest.mark.parametrize("loss_kind", ["multiclass", "binary", "multilabel"])
+def test_preconditioning_changes_the_path_not_the_solution(loss_kind):
+    x, y, is_train = _planted(n_classes=2 if loss_kind == "binary" else 3)
+    if loss_kind == "multilabel":
+        y = np.stack([y == 0, y == 1, y != 2], 1).astype(int)
+    enc = encode_targets(y, "multilabel" if loss_kind == "multilabel" else "multiclass", fit_rows=is_train)
+    _, _, xs = next(iter_layer_chunks(x, 3, fit_rows=is_train))
+    kwargs = dict(loss=enc.loss, tol=1e-5)
+    plain = fit_logreg(xs, enc.targets, is_train.astype(np.float32), [0.05, 5.0], precondition=False, **kwargs)
+    pre = fit_logreg(xs, enc.targets, is_train.astype(np.float32), [0.05, 5.0], precondition=True, **kwargs)
+    np.testing.assert_allclose(pre.theta.numpy(), plain.theta.numpy(), atol=5e-3)
+    assert pre.n_iter.sum() < plain.n_iter.sum()
+
+
 def test_per_problem_targets_and_weights():
     x, y, is_train = _planted()
     enc = encode_targets(y, "multiclass", fit_rows=is_train)
@@ -132,6 +146,17 @@ def test_chunks_hold_at_most_layer_chunk_layers():
     x, _, is_train = _planted(n_layers=5)
     shapes = [(l0, l1, tuple(xs.shape)) for l0, l1, xs in iter_layer_chunks(x, 2, fit_rows=is_train)]
     assert shapes == [(0, 2, (2, 900, 24)), (2, 4, (2, 900, 24)), (4, 5, (1, 900, 24))]
+
+
+def test_row_order_yields_those_rows_standardised_on_the_fit_rows():
+    from sklearn.preprocessing import StandardScaler
+
+    x, _, is_train = _planted(n_layers=2)
+    order = np.concatenate([np.flatnonzero(is_train), np.flatnonzero(~is_train)])
+    fit_rows = np.arange(order.size) < is_train.sum()
+    _, _, xs = next(iter_layer_chunks(x, 2, fit_rows=fit_rows, row_order=order))
+    ref = StandardScaler().fit(x[1][is_train]).transform(x[1][order])
+    np.testing.assert_allclose(xs[1].numpy(), ref, atol=1e-4)
 
 
 def test_standardize_matches_standard_scaler():

@@ -103,6 +103,32 @@ def test_rows_are_plain_data_one_per_layer(planted_result):
         assert row["metric"] == "accuracy" and row["n_seeds"] == 2
 
 
+def test_control_task_catches_a_probe_that_memorises_types():
+    # Hewitt & Liang's point: when the features identify the type (here: one of 12 shared
+    # types, one-hot at layer 1) a probe can learn any per-type labelling, so the control
+    # task scores far above chance and selectivity is low even though the task score is high.
+    rng = np.random.default_rng(0)
+    n, n_types = 900, 12
+    types = rng.integers(0, n_types, n)
+    type_label = rng.integers(0, 3, n_types)
+    y = type_label[types]  # the task label is a function of the type
+    x = rng.normal(size=(2, n, 16)).astype(np.float32)
+    x[1, :, :n_types] += 3.0 * np.eye(n_types)[types]
+    is_train = np.arange(n) < 600
+    r = run_protocol(x, y, is_train, kind="multiclass", config=_fast(n_bootstrap=20, mdl=False), types=types)
+    assert r.score[1] > 0.7
+    assert r.control_score[1] > 0.7  # per-type random labels are learnable too
+    assert abs(r.selectivity[1]) < 0.15 and r.control_score[1] > r.control_score[0] + 0.2
+
+
+def test_refit_train_only_and_group_bootstrap():
+    x, y, is_train, groups = _planted(n=450, n_layers=4)
+    config = _fast(n_bootstrap=100, refit="train", bootstrap_unit="group", controls=False, mdl=False)
+    r = run_protocol(x, y, is_train, kind="multiclass", config=config, groups=groups)
+    assert r.best_layer == SIGNAL and r.ci_low[SIGNAL] < r.score[SIGNAL] < r.ci_high[SIGNAL]
+    assert math.isnan(r.mdl_compression[SIGNAL]) and math.isnan(r.control_score[SIGNAL])
+
+
 def test_control_task_labels_are_fixed_per_type_and_follow_the_label_distribution():
     rng = np.random.default_rng(0)
     y = rng.choice(3, size=3000, p=[0.6, 0.3, 0.1])
