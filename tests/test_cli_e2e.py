@@ -77,7 +77,7 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
     n_layers = AutoConfig.from_pretrained(tiny_llava).get_text_config().num_hidden_layers
     log = _lmms_eval(
         ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "8",
-         "--tasks", "probe_*", "--output_path", "out"],
+         "--tasks", "probe_*", "--output_path", "out", "--gen_kwargs", "probe_preset=fast"],
         cwd=tmp_path,
         env={"LMMS_PROBE_COCO_DIR": str(coco.root), "LMMS_PROBE_SNLI_VE_DIR": str(snli.root)},
     )
@@ -95,6 +95,7 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
         assert f"|{metric}_l{n_layers:02d}" in log.replace(" ", "")  # printed in the table
         report = json.loads((folder / f"{task}.json").read_text())
         assert [r["layer"] for r in report["layers"]] == list(range(n_layers + 1))
+        assert report["config"]["protocol"]["preset"] == "fast"  # the CLI override reached every task
         data = report["config"]["data"]
         if task.startswith("probe_shapes"):
             assert data["n_train"] == 240 and data["n_test"] == 120
@@ -236,24 +237,24 @@ def test_kill_minus_9_then_resume_computes_only_the_missing_docs(tiny_llava, tmp
     import time
 
     args = ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "1",
-            "--tasks", "probe_shapes_entailment"]
+            "--tasks", "probe_shapes_entailment", "--limit", "150"]
     cache = tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMMS_PROBE_FEATURE_CACHE": str(cache)}
     env.pop("PYTHONPATH", None)
     victim = subprocess.Popen([_exe("lmms-eval"), *args, "--output_path", "killed"], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while victim.poll() is None and time.monotonic() < deadline and len(list(cache.rglob("*.npy"))) < 40:
+    while victim.poll() is None and time.monotonic() < deadline and len(list(cache.rglob("*.npy"))) < 20:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     done = len(list(cache.rglob("*.npy")))
-    assert victim.returncode == -signal.SIGKILL and 40 <= done < 360, f"not killed mid-extraction ({done} docs)"
+    assert victim.returncode == -signal.SIGKILL and 20 <= done < 150, f"not killed mid-extraction ({done} docs)"
 
     resumed = _lmms_eval(args + ["--output_path", "resumed"], cwd=tmp_path, env={"LMMS_PROBE_FEATURE_CACHE": str(cache)})
-    counts = re.search(r"360 probe docs on this rank: (\d+) from the feature cache, (\d+) computed", resumed)
+    counts = re.search(r"150 probe docs on this rank: (\d+) from the feature cache, (\d+) computed", resumed)
     assert counts, resumed[-3000:]
-    assert int(counts.group(1)) >= done and int(counts.group(1)) + int(counts.group(2)) == 360
+    assert int(counts.group(1)) >= done and int(counts.group(1)) + int(counts.group(2)) == 150
     uncached = [a if not a.startswith("pretrained=") else f"{a},feature_cache=none" for a in args]
     fresh = _lmms_eval(uncached + ["--output_path", "fresh"], cwd=tmp_path)
     resumed_rows = _layer_rows(_results(tmp_path / "resumed", resumed)["probe_shapes_entailment"], "acc")
