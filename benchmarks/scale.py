@@ -14,6 +14,7 @@ memmap's pages count in RSS while resident, but the kernel may drop them at will
 
     python benchmarks/scale.py                       # full size (needs ~28 GB of disk)
     python benchmarks/scale.py --docs 5000 --dims 1024 --preset fast
+    python benchmarks/scale.py --max-iter 5        # full size, memory-focused (a converged CPU fit takes hours)
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=4096)
     parser.add_argument("--preset", default="fast", choices=("fast", "paper"))
     parser.add_argument("--workdir", default=None, help="where the synthetic cache goes (default: a temp folder)")
+    parser.add_argument("--max-iter", type=int, default=None,
+                        help="cap L-BFGS iterations (peak memory does not depend on it; time does)")
     args = parser.parse_args()
 
     from lmms_probe_tasks.feature_cache import FeatureCache
@@ -79,13 +82,14 @@ def main() -> None:
         print(f"1. layer_major: {time.perf_counter() - start:.1f} s, peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB "
               f"({type(x).__name__})")
 
-        config = ProtocolConfig.from_preset(args.preset)
+        overrides = {"max_iter": args.max_iter} if args.max_iter else {}
+        config = ProtocolConfig.from_preset(args.preset, **overrides)
         base = _reset_peak()
         start = time.perf_counter()
         with flush_denormals():
             result = run_protocol(x, y, is_train, kind="multiclass", config=config, groups=groups, types=groups)
         seconds = time.perf_counter() - start
-        print(f"2. run_protocol ({args.preset}, layer_chunk {config.layer_chunk}): {seconds:.0f} s, "
+        print(f"2. run_protocol ({args.preset}, layer_chunk {config.layer_chunk}, max_iter {config.max_iter}): {seconds:.0f} s, "
               f"peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB")
         print(f"   best layer {result.best_layer} (planted at {signal_layer}), score there {result.score[signal_layer]:.3f}")
     finally:

@@ -187,6 +187,11 @@ class ProbeSpec:
         from lmms_probe_tasks.protocol import ProtocolConfig
 
         fields = {"probe": self.probe, **dict(self.protocol)}
+        if "device" not in fields:
+            import torch
+
+            # The batched fit is matrix work: on a GPU when there is one (set protocol.device to pin it).
+            fields["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         preset = self.preset
         for key, field_name in CLI_OVERRIDES.items():
             if cli and key in cli:

@@ -89,3 +89,14 @@ def test_random_init_differs_and_is_recorded(tiny, wrapper):
         HiddenStates(pretrained=str(tiny), init="noise")
     with pytest.raises(ValueError, match="layer 9 out of range for a 4-layer model"):
         HiddenStates(pretrained=str(tiny), layers="[0,9]")
+
+
+def test_a_family_without_a_findable_decoder_fails_before_data(tiny, monkeypatch):
+    from lmms_probe_tasks import families
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    broken = families.Family(decoder_layers="nowhere.layers", final_norm="nowhere.norm")
+    monkeypatch.setattr(families, "lookup", lambda config: broken)
+    monkeypatch.setattr("lmms_probe_tasks.extract._LAYER_LIST_NAMES", ("no_such_list",))
+    with pytest.raises(ValueError, match="no decoder layer list found"):
+        HiddenStates(pretrained=str(tiny))

@@ -64,6 +64,27 @@ def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -
     return config
 
 
+def _check_decoder(config: Any, family: Any, trust_remote_code: bool) -> None:
+    """Find the probed stack on a weightless copy of the architecture (``meta`` device).
+
+    The weights load lazily (maybe never, with a full feature cache), so this is how a family
+    whose decoder cannot be found fails before any data work instead of after it.
+
+    Raises:
+        ValueError: Naming the model type and what was looked for.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # an architecture transformers cannot build is reported at load time instead
+        logger.debug(f"skipping the early decoder check for {config.model_type!r}: {exc}")
+        return
+    find_decoder(skeleton, family)
+
+
 def _resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
@@ -154,6 +175,8 @@ class HiddenStates(lmms):
                 f"no sequence position of a {config.model_type!r} model holds image features"
             )
             raise ValueError(f"pooling={self.pooling!r} needs image-token positions, but {why}; valid here: last, mean")
+
+        _check_decoder(config, self.family, bool(trust_remote_code))
 
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
