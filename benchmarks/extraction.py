@@ -148,19 +148,37 @@ def main() -> None:
             res = {}
             for mode in ("bare", "naive", "extract_all", "extract_quarter"):
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--child", str(path), mode, "--batch", str(args.batch),
-                     "--repeats", str(args.repeats)],
-                    capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        str(path),
+                        mode,
+                        "--batch",
+                        str(args.batch),
+                        "--repeats",
+                        str(args.repeats),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "HF_HUB_OFFLINE": "1"},
                 )
                 res[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
             n, seq = res["bare"]["layers"], res["bare"]["seq"]
             k = n // 4
             print(f"\n[{family}] {n} layers, sequence length {seq}")
-            print(f"  (a) extraction / bare forward time:      {res['extract_all']['seconds'] / res['bare']['seconds']:.3f}  (goal <= 1.10)")
-            print(f"  (b) peak RSS growth, extraction vs naive: {res['extract_all']['peak_mib']:.1f} MiB vs "
-                  f"{res['naive']['peak_mib']:.1f} MiB  (ratio {res['extract_all']['peak_mib'] / max(res['naive']['peak_mib'], 1e-9):.2f})")
-            print(f"  (c) layers=0:{k + 1} / all time:              {res['extract_quarter']['seconds'] / res['extract_all']['seconds']:.3f}  "
-                  f"(k/L = {k}/{n} = {k / n:.3f})")
+            print(
+                f"  (a) extraction / bare forward time:      {res['extract_all']['seconds'] / res['bare']['seconds']:.3f}  (goal <= 1.10)"
+            )
+            print(
+                f"  (b) peak RSS growth, extraction vs naive: {res['extract_all']['peak_mib']:.1f} MiB vs "
+                f"{res['naive']['peak_mib']:.1f} MiB  (ratio {res['extract_all']['peak_mib'] / max(res['naive']['peak_mib'], 1e-9):.2f})"
+            )
+            print(
+                f"  (c) layers=0:{k + 1} / all time:              {res['extract_quarter']['seconds'] / res['extract_all']['seconds']:.3f}  "
+                f"(k/L = {k}/{n} = {k / n:.3f})"
+            )
 
 
 if __name__ == "__main__":

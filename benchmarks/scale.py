@@ -47,8 +47,12 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=4096)
     parser.add_argument("--preset", default="fast", choices=("fast", "paper"))
     parser.add_argument("--workdir", default=None, help="where the synthetic cache goes (default: a temp folder)")
-    parser.add_argument("--max-iter", type=int, default=None,
-                        help="cap L-BFGS iterations (peak memory does not depend on it; time does)")
+    parser.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help="cap L-BFGS iterations (peak memory does not depend on it; time does)",
+    )
     args = parser.parse_args()
 
     from lmms_probe_tasks.feature_cache import FeatureCache
@@ -72,15 +76,19 @@ def main() -> None:
             feats[signal_layer, :3] += 1.5 * np.eye(3, dtype=np.float32)[y[i]]
             path = cache.put(f"{i:064x}", feats.astype(np.float16))
             items.append({"x_path": str(path)})
-        print(f"synthetic cache: {n} docs x {n_layers} layers x {d} dims float16 = "
-              f"{n * n_layers * d * 2 / 2**30:.1f} GiB in {time.perf_counter() - start:.0f} s (setup, not part of the probe stage)")
+        print(
+            f"synthetic cache: {n} docs x {n_layers} layers x {d} dims float16 = "
+            f"{n * n_layers * d * 2 / 2**30:.1f} GiB in {time.perf_counter() - start:.0f} s (setup, not part of the probe stage)"
+        )
         print(f"a float32 copy of all layers would take {n * n_layers * d * 4 / 2**30:.1f} GiB")
 
         base = _reset_peak()
         start = time.perf_counter()
         x = layer_major(items)
-        print(f"1. layer_major: {time.perf_counter() - start:.1f} s, peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB "
-              f"({type(x).__name__})")
+        print(
+            f"1. layer_major: {time.perf_counter() - start:.1f} s, peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB "
+            f"({type(x).__name__})"
+        )
 
         overrides = {"max_iter": args.max_iter} if args.max_iter else {}
         config = ProtocolConfig.from_preset(args.preset, **overrides)
@@ -89,9 +97,13 @@ def main() -> None:
         with flush_denormals():
             result = run_protocol(x, y, is_train, kind="multiclass", config=config, groups=groups, types=groups)
         seconds = time.perf_counter() - start
-        print(f"2. run_protocol ({args.preset}, layer_chunk {config.layer_chunk}, max_iter {config.max_iter}): {seconds:.0f} s, "
-              f"peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB")
-        print(f"   best layer {result.best_layer} (planted at {signal_layer}), score there {result.score[signal_layer]:.3f}")
+        print(
+            f"2. run_protocol ({args.preset}, layer_chunk {config.layer_chunk}, max_iter {config.max_iter}): {seconds:.0f} s, "
+            f"peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB"
+        )
+        print(
+            f"   best layer {result.best_layer} (planted at {signal_layer}), score there {result.score[signal_layer]:.3f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -128,14 +128,17 @@ def find_decoder(model: Any, family: Any = None) -> DecoderParts:
         pass
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = next(
-        (getattr(decoder, n) for n in _LAYER_LIST_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)), None
+        (getattr(decoder, n) for n in _LAYER_LIST_NAMES if isinstance(getattr(decoder, n, None), torch.nn.ModuleList)),
+        None,
     )
     if layers is None:
         raise ValueError(
             f"{type(model).__name__}: no decoder layer list found (tried the family table and "
             f"get_decoder().{{{', '.join(_LAYER_LIST_NAMES)}}}); add the family to lmms_probe_tasks.families.FAMILIES"
         )
-    norm = next((getattr(decoder, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None)
+    norm = next(
+        (getattr(decoder, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(decoder, n, None), torch.nn.Module)), None
+    )
     return DecoderParts(layers=layers, norm=norm)
 
 

@@ -50,7 +50,12 @@ PROBE_KEYS = (
 METRICS = ("acc", "map")
 SEMANTICS = ("global", "local")
 #: ``--gen_kwargs`` keys that override a probe task's protocol from the command line.
-CLI_OVERRIDES = {"probe_preset": "preset", "probe_model": "probe", "probe_seeds": "n_seeds", "probe_bootstrap": "n_bootstrap"}
+CLI_OVERRIDES = {
+    "probe_preset": "preset",
+    "probe_model": "probe",
+    "probe_seeds": "n_seeds",
+    "probe_bootstrap": "n_bootstrap",
+}
 
 
 def load_builder(dotted: str) -> Callable[..., Any]:
@@ -148,7 +153,9 @@ class ProbeSpec:
         """Read and validate the ``probe`` block of a task's ``metadata``."""
         block = metadata.get("probe") if isinstance(metadata, dict) else None
         if not isinstance(block, dict):
-            raise ValueError(f"task {task}: metadata.probe is missing; add e.g. probe: {{metric: acc, kind: multiclass}}")
+            raise ValueError(
+                f"task {task}: metadata.probe is missing; add e.g. probe: {{metric: acc, kind: multiclass}}"
+            )
         unknown = sorted(set(block) - set(PROBE_KEYS))
         if unknown:
             raise ValueError(f"task {task}: unknown metadata.probe keys {unknown}; valid: {', '.join(PROBE_KEYS)}")
@@ -160,7 +167,9 @@ class ProbeSpec:
             raise ValueError(f"task {task}: metadata.probe.kind {kind!r} is not one of {', '.join(TARGET_KINDS)}")
         semantics = block.get("semantics")
         if semantics not in (None, *SEMANTICS):
-            raise ValueError(f"task {task}: metadata.probe.semantics {semantics!r} is not one of {', '.join(SEMANTICS)}")
+            raise ValueError(
+                f"task {task}: metadata.probe.semantics {semantics!r} is not one of {', '.join(SEMANTICS)}"
+            )
         names = tuple(block.get("label_names", ()))
         spec = cls(
             metric=metric,
@@ -554,4 +563,3 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out
-

@@ -52,7 +52,13 @@ class ProbeReport:
     def to_dict(self) -> dict:
         """Return the report as JSON-ready data (NaN becomes null)."""
         return _json_safe(
-            {"task": self.task, "metric": self.metric, "summary": self.summary, "layers": self.rows, "config": self.config}
+            {
+                "task": self.task,
+                "metric": self.metric,
+                "summary": self.summary,
+                "layers": self.rows,
+                "config": self.config,
+            }
         )
 
 

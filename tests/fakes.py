@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datasets
 import numpy as np
-from PIL import Image
-
 from lmms_eval.api.model import lmms
+from PIL import Image
 
 from lmms_probe_tasks import transport
 
@@ -78,7 +77,9 @@ class PlantedModel(lmms):
             else:
                 feats[SIGNAL_LAYER, doc["label"]] += 4.0
             meta = {"model": "fake/planted", "pooling": "last"}
-            out.append(transport.STORE.put(transport.DocFeatures(feats.astype(np.float16), meta), hint=f"{task}/{doc_id}"))
+            out.append(
+                transport.STORE.put(transport.DocFeatures(feats.astype(np.float16), meta), hint=f"{task}/{doc_id}")
+            )
         return out
 
     def loglikelihood(self, requests):

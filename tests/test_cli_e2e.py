@@ -76,8 +76,20 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
     snli = write_snli_ve(tmp_path / "snli_ve")
     n_layers = AutoConfig.from_pretrained(tiny_llava).get_text_config().num_hidden_layers
     log = _lmms_eval(
-        ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "8",
-         "--tasks", "probe_*", "--output_path", "out", "--gen_kwargs", "probe_preset=fast"],
+        [
+            "--model",
+            "hidden_states",
+            "--model_args",
+            f"pretrained={tiny_llava}",
+            "--batch_size",
+            "8",
+            "--tasks",
+            "probe_*",
+            "--output_path",
+            "out",
+            "--gen_kwargs",
+            "probe_preset=fast",
+        ],
         cwd=tmp_path,
         env={"LMMS_PROBE_COCO_DIR": str(coco.root), "LMMS_PROBE_SNLI_VE_DIR": str(snli.root)},
     )
@@ -123,25 +135,47 @@ def _plain_llava(folder: Path) -> Path:
         PreTrainedTokenizerFast,
     )
 
-    words = "[UNK] [PAD] <s> </s> <image> the a is of to and in red green blue circle square star left right above".split()
+    words = (
+        "[UNK] [PAD] <s> </s> <image> the a is of to and in red green blue circle square star left right above".split()
+    )
     vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        bos_token="<s>",
+        eos_token="</s>",
         additional_special_tokens=["<image>"],
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=24, patch_size=8),
-        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=3,
-                                num_attention_heads=2, num_key_value_heads=2, pad_token_id=1),
+        vision_config=CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=24,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            pad_token_id=1,
+        ),
         image_token_id=vocab["<image>"],
     )
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24}),
-        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
     )
     processor.save_pretrained(folder)
     return folder
@@ -157,8 +191,9 @@ def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
     images = [Image.new("RGB", (24, 24), colour) for colour in ("red", "blue", "green")]
     datasets.Dataset.from_dict(
         {"image": images, "question": ["What colour?"] * 3, "answer": ["red", "blue", "green"]},
-        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                    "answer": datasets.Value("string")}),
+        features=datasets.Features(
+            {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
+        ),
     ).to_parquet(str(gen / "docs.parquet"))
     (gen / "gen_fixture.yaml").write_text(
         "task: gen_fixture\ndataset_path: parquet\ndataset_kwargs:\n  data_files: docs.parquet\n"
@@ -169,9 +204,21 @@ def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
     )
     log = _lmms_eval(
-        ["--model", "hidden_states", "--model_args", f"pretrained={ckpt},pooling=mean",
-         "--tasks", "probe_shapes_entailment,gen_fixture", "--include_path", str(gen),
-         "--limit", "60", "--output_path", "out", "--log_samples"],
+        [
+            "--model",
+            "hidden_states",
+            "--model_args",
+            f"pretrained={ckpt},pooling=mean",
+            "--tasks",
+            "probe_shapes_entailment,gen_fixture",
+            "--include_path",
+            str(gen),
+            "--limit",
+            "60",
+            "--output_path",
+            "out",
+            "--log_samples",
+        ],
         cwd=tmp_path,
     )
     results = _results(tmp_path / "out", log)
@@ -189,11 +236,22 @@ def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
 
 
 def test_torchrun_two_processes_match_one_process(tiny_llava, tmp_path):
-    args = ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}",
-            "--tasks", "probe_shapes_entailment,probe_shapes_objects", "--limit", "90"]
+    args = [
+        "--model",
+        "hidden_states",
+        "--model_args",
+        f"pretrained={tiny_llava}",
+        "--tasks",
+        "probe_shapes_entailment,probe_shapes_objects",
+        "--limit",
+        "90",
+    ]
     one = _lmms_eval(args + ["--output_path", "one"], cwd=tmp_path)
-    two = _lmms_eval(args + ["--output_path", "two"], cwd=tmp_path,
-                     launcher=[_exe("torchrun"), "--nproc_per_node", "2", "--master_port", "29517"])
+    two = _lmms_eval(
+        args + ["--output_path", "two"],
+        cwd=tmp_path,
+        launcher=[_exe("torchrun"), "--nproc_per_node", "2", "--master_port", "29517"],
+    )
     r1, r2 = _results(tmp_path / "one", one), _results(tmp_path / "two", two)
     for task, metric in (("probe_shapes_entailment", "acc"), ("probe_shapes_objects", "map")):
         rows1, rows2 = _layer_rows(r1[task], metric), _layer_rows(r2[task], metric)
@@ -218,8 +276,20 @@ def test_every_family_through_the_cli(arch, tmp_path):
     ckpt = build_tiny(arch, tmp_path / arch)
     n_layers = AutoConfig.from_pretrained(ckpt).get_text_config().num_hidden_layers
     log = _lmms_eval(
-        ["--model", "hidden_states", "--model_args", f"pretrained={ckpt}", "--batch_size", "8",
-         "--tasks", "probe_shapes_*", "--limit", "48", "--output_path", "out"],
+        [
+            "--model",
+            "hidden_states",
+            "--model_args",
+            f"pretrained={ckpt}",
+            "--batch_size",
+            "8",
+            "--tasks",
+            "probe_shapes_*",
+            "--limit",
+            "48",
+            "--output_path",
+            "out",
+        ],
         cwd=tmp_path,
     )
     results = _results(tmp_path / "out", log)
@@ -236,13 +306,28 @@ def test_kill_minus_9_then_resume_computes_only_the_missing_docs(tiny_llava, tmp
     import signal
     import time
 
-    args = ["--model", "hidden_states", "--model_args", f"pretrained={tiny_llava}", "--batch_size", "1",
-            "--tasks", "probe_shapes_entailment", "--limit", "150"]
+    args = [
+        "--model",
+        "hidden_states",
+        "--model_args",
+        f"pretrained={tiny_llava}",
+        "--batch_size",
+        "1",
+        "--tasks",
+        "probe_shapes_entailment",
+        "--limit",
+        "150",
+    ]
     cache = tmp_path / "cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LMMS_PROBE_FEATURE_CACHE": str(cache)}
     env.pop("PYTHONPATH", None)
-    victim = subprocess.Popen([_exe("lmms-eval"), *args, "--output_path", "killed"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [_exe("lmms-eval"), *args, "--output_path", "killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while victim.poll() is None and time.monotonic() < deadline and len(list(cache.rglob("*.npy"))) < 20:
         time.sleep(0.02)
@@ -251,7 +336,9 @@ def test_kill_minus_9_then_resume_computes_only_the_missing_docs(tiny_llava, tmp
     done = len(list(cache.rglob("*.npy")))
     assert victim.returncode == -signal.SIGKILL and 20 <= done < 150, f"not killed mid-extraction ({done} docs)"
 
-    resumed = _lmms_eval(args + ["--output_path", "resumed"], cwd=tmp_path, env={"LMMS_PROBE_FEATURE_CACHE": str(cache)})
+    resumed = _lmms_eval(
+        args + ["--output_path", "resumed"], cwd=tmp_path, env={"LMMS_PROBE_FEATURE_CACHE": str(cache)}
+    )
     counts = re.search(r"150 probe docs on this rank: (\d+) from the feature cache, (\d+) computed", resumed)
     assert counts, resumed[-3000:]
     assert int(counts.group(1)) >= done and int(counts.group(1)) + int(counts.group(2)) == 150

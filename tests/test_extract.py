@@ -34,16 +34,27 @@ def test_image_and_text_pooling_split_the_real_positions():
     hidden = torch.arange(1 * 5 * 2, dtype=torch.float32).reshape(1, 5, 2)
     mask = torch.tensor([[1, 1, 1, 1, 0]])
     image = torch.tensor([[False, True, True, False, False]])
-    torch.testing.assert_close(pool(hidden, pooling_weights(mask, "image", image)), hidden[0, 1:3].mean(0, keepdim=True))
-    torch.testing.assert_close(pool(hidden, pooling_weights(mask, "text", image)), hidden[0, [0, 3]].mean(0, keepdim=True))
+    torch.testing.assert_close(
+        pool(hidden, pooling_weights(mask, "image", image)), hidden[0, 1:3].mean(0, keepdim=True)
+    )
+    torch.testing.assert_close(
+        pool(hidden, pooling_weights(mask, "text", image)), hidden[0, [0, 3]].mean(0, keepdim=True)
+    )
     with pytest.raises(ValueError, match="no image positions"):
         pooling_weights(mask, "image", torch.zeros_like(image))
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("all", tuple(range(33))), ("0:33:4", tuple(range(0, 33, 4))), ("[0,8,16,32]", (0, 8, 16, 32)),
-     ("0;8", (0, 8)), (8, (8,)), ("[32, 0, 0]", (0, 32)), ("28:", (28, 29, 30, 31, 32))],
+    [
+        ("all", tuple(range(33))),
+        ("0:33:4", tuple(range(0, 33, 4))),
+        ("[0,8,16,32]", (0, 8, 16, 32)),
+        ("0;8", (0, 8)),
+        (8, (8,)),
+        ("[32, 0, 0]", (0, 32)),
+        ("28:", (28, 29, 30, 31, 32)),
+    ],
 )
 def test_parse_layers_forms(value, expected):
     assert parse_layers(value, 32) == expected
@@ -81,7 +92,9 @@ def test_text_only_checkpoint_is_refused_clearly(tmp_path, monkeypatch):
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match="'llama' checkpoint, not an image-text model"):
         HiddenStates(pretrained=str(tmp_path / "llama"))

@@ -67,8 +67,11 @@ def _run(ckpt: Path, cache: Path):
 
     model = HiddenStates(pretrained=str(ckpt), feature_cache=str(cache), batch_size=4)
     out = simple_evaluate(
-        model=model, tasks=["probe_shapes_entailment"], task_manager=TaskManager("ERROR", include_defaults=False),
-        limit=60, log_samples=False,
+        model=model,
+        tasks=["probe_shapes_entailment"],
+        task_manager=TaskManager("ERROR", include_defaults=False),
+        limit=60,
+        log_samples=False,
     )
     rows = {k: v for k, v in out["results"]["probe_shapes_entailment"].items() if "stderr" not in k and k != "alias"}
     return rows, model

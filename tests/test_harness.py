@@ -61,9 +61,9 @@ def test_tiny_limit_gives_nan_rows_not_a_crash(caplog):
 
 def test_use_cache_never_stores_probe_requests(tmp_path):
     from lmms_eval.caching.response_cache import is_deterministic
+    from lmms_eval.utils import load_yaml_config
 
     from lmms_probe_tasks import TASK_DIR
-    from lmms_eval.utils import load_yaml_config
 
     template = load_yaml_config(str(TASK_DIR / "_default_template_yaml"), mode="simple")
     assert not is_deterministic("generate_until", template["generation_kwargs"])

@@ -13,12 +13,26 @@ from lmms_probe_tasks.report import ProbeReport, write_report
 
 def _report(task: str, semantics: str, scores: list[float], **extraction) -> ProbeReport:
     rows = [
-        {"layer": i, "relative_depth": i / (len(scores) - 1), "acc": s, "ci_low": s - 0.05, "ci_high": s + 0.05,
-         "control_score": 0.3}
+        {
+            "layer": i,
+            "relative_depth": i / (len(scores) - 1),
+            "acc": s,
+            "ci_low": s - 0.05,
+            "ci_high": s + 0.05,
+            "control_score": 0.3,
+        }
         for i, s in enumerate(scores)
     ]
-    summary = {"best_layer": float(np.argmax(scores)), "best": max(scores), "last": scores[-1], "majority_baseline": 0.33}
-    config = {"semantics": semantics, "extraction": {"model": "org/model", "init": "pretrained", "blind": "none", **extraction}}
+    summary = {
+        "best_layer": float(np.argmax(scores)),
+        "best": max(scores),
+        "last": scores[-1],
+        "majority_baseline": 0.33,
+    }
+    config = {
+        "semantics": semantics,
+        "extraction": {"model": "org/model", "init": "pretrained", "blind": "none", **extraction},
+    }
     return ProbeReport(task, "acc", rows, summary, config)
 
 
@@ -52,7 +66,9 @@ def test_text_only_baseline_sees_text_leaks_only():
 
 
 def test_cli_gen_kwargs_override_the_yaml_protocol():
-    spec = ProbeSpec.from_metadata("t", {"probe": {"metric": "acc", "preset": "paper", "protocol": {"n_bootstrap": 50}}})
+    spec = ProbeSpec.from_metadata(
+        "t", {"probe": {"metric": "acc", "preset": "paper", "protocol": {"n_bootstrap": 50}}}
+    )
     assert spec.protocol_config().n_seeds == 3 and spec.protocol_config().n_bootstrap == 50
     cli = spec.protocol_config({"probe_preset": "fast", "probe_seeds": 2, "probe_model": "mlp", "until": []})
     assert (cli.preset, cli.n_seeds, cli.probe) == ("fast", 2, "mlp")

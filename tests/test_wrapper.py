@@ -65,7 +65,6 @@ def test_layers_above_the_deepest_are_not_computed(wrapper):
 
 def test_batch_size_and_padding_do_not_change_features(wrapper):
     texts, images = _docs(4)
-    layers = range(wrapper.meta["n_layers"] + 1)
     for pooling in ("last", "mean", "image", "text"):
         wrapper.pooling = pooling
         try:

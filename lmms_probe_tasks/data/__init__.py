@@ -1,0 +1,1 @@
+"""Document builders of the probe tasks: shapes (generated), COCO, SNLI-VE."""

@@ -1,0 +1,1 @@
+"""lmms-eval model classes of this package."""

@@ -12,15 +12,14 @@ import hashlib
 import os
 from typing import Any
 
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_eval.api.instance import Instance
-from lmms_eval.api.model import lmms
-
 from lmms_probe_tasks import __version__, families, transport
-from lmms_probe_tasks.feature_cache import FeatureCache, default_root, doc_key, image_digest
 from lmms_probe_tasks.extract import check_pooling, extract_batch, find_decoder, parse_layers
+from lmms_probe_tasks.feature_cache import FeatureCache, default_root, doc_key, image_digest
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 INITS = ("pretrained", "random")
@@ -143,8 +142,8 @@ class HiddenStates(lmms):
         if kwargs:
             raise ValueError(
                 f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
-                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, feature_cache, trust_remote_code, "
-                "max_new_tokens"
+                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, feature_cache, "
+                "trust_remote_code, max_new_tokens"
             )
         import torch
         from accelerate import Accelerator
@@ -171,8 +170,10 @@ class HiddenStates(lmms):
             self.family.image_positions == "image_token_id" and getattr(config, "image_token_id", None) is None
         )
         if self.pooling in ("image", "text") and (no_positions or blind == "noimage"):
-            why = "blind=noimage puts no image in the prompt" if blind == "noimage" else (
-                f"no sequence position of a {config.model_type!r} model holds image features"
+            why = (
+                "blind=noimage puts no image in the prompt"
+                if blind == "noimage"
+                else (f"no sequence position of a {config.model_type!r} model holds image features")
             )
             raise ValueError(f"pooling={self.pooling!r} needs image-token positions, but {why}; valid here: last, mean")
 
@@ -182,7 +183,9 @@ class HiddenStates(lmms):
         if accelerator.num_processes > 1:
             # Data parallel (accelerate launch / torchrun): one full copy per rank.
             if device_map:
-                raise ValueError("device_map cannot be combined with data parallel; use one process with device_map=auto")
+                raise ValueError(
+                    "device_map cannot be combined with data parallel; use one process with device_map=auto"
+                )
             self._device = accelerator.device
             self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
         else:
@@ -191,14 +194,18 @@ class HiddenStates(lmms):
         torch_dtype = _resolve_dtype(str(dtype), str(self._device))
 
         self._load_kwargs: dict[str, Any] = {
-            "revision": revision, "dtype": torch_dtype, "trust_remote_code": bool(trust_remote_code)
+            "revision": revision,
+            "dtype": torch_dtype,
+            "trust_remote_code": bool(trust_remote_code),
         }
         if device_map and accelerator.num_processes == 1:
             self._load_kwargs["device_map"] = device_map
         self._pretrained, self._config, self._init, self._seed = pretrained, config, init, int(seed)
         self._model: Any = None  # loaded on the first document the feature cache does not hold
         self._decoder: Any = None
-        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision, trust_remote_code=bool(trust_remote_code))
+        self.processor = AutoProcessor.from_pretrained(
+            pretrained, revision=revision, trust_remote_code=bool(trust_remote_code)
+        )
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         # Right padding: real tokens keep positions 0..n-1, so a causal decoder gives each
         # document the same states alone or in a batch; pooling reads the attention mask.
@@ -223,9 +230,13 @@ class HiddenStates(lmms):
             "family_notes": self.family.notes,
         }
         cache_off = feature_cache is None or str(feature_cache).lower() in ("none", "off", "false", "")
-        self.cache = None if cache_off else FeatureCache(default_root() if feature_cache == "default" else str(feature_cache))
+        self.cache = (
+            None if cache_off else FeatureCache(default_root() if feature_cache == "default" else str(feature_cache))
+        )
         self.fingerprint = {
-            **{k: self.meta[k] for k in ("model", "model_type", "dtype", "init", "pooling", "layers", "blind", "stack")},
+            **{
+                k: self.meta[k] for k in ("model", "model_type", "dtype", "init", "pooling", "layers", "blind", "stack")
+            },
             # The resolved commit when loaded from the hub; the config hash catches local edits.
             "revision": getattr(config, "_commit_hash", None) or str(revision),
             "config_sha256": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest(),
@@ -302,7 +313,9 @@ class HiddenStates(lmms):
         """
         if self.family.prompt == "chat_template" and not getattr(self.processor, "chat_template", None):
             image_token = getattr(self.processor, "image_token", None) or "<image>"
-            return FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
+            return (
+                FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
+            )
         return families.build_prompt(self.processor, self.family, text, n_images)
 
     def _visuals(self, images: list[list[Any]]) -> list[list[Any]]:
@@ -427,7 +440,9 @@ class HiddenStates(lmms):
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Not offered: lmms-eval 0.7.3 turns outputs into strings, which breaks loglikelihood scoring."""
-        raise NotImplementedError("hidden_states answers generate_until requests only (probe tasks and generation tasks)")
+        raise NotImplementedError(
+            "hidden_states answers generate_until requests only (probe tasks and generation tasks)"
+        )
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         """Not offered: multi-round tasks are out of scope for a probing wrapper."""
