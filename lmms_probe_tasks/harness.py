@@ -324,7 +324,7 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
                 "responses replayed from a cache or made by another model carry no features."
             )
         # Row r of the array is layer meta["layers"][r] (all layers unless the user picked some).
-        layer_ids = features.meta.get("layers") or list(range(features.layers.shape[0]))
+        layer_ids = features.meta["layers"]
         n_layers = features.meta.get("n_layers", layer_ids[-1])
         group = self._field(doc, self.spec.group_field, ("image_id", "scene_id"))
         base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": doc[self.spec.label_field]}

@@ -24,14 +24,14 @@ class DocFeatures:
     """Features of one document, as the wrapper extracted them.
 
     Attributes:
-        layers: ``[n_layers + 1, hidden]`` float16; row 0 is the embedding output,
-            row i the output of decoder layer i.
+        layers: ``[len(meta["layers"]), hidden]`` float16, one row per extracted layer; None
+            when ``path`` holds them (the feature cache), so they are not kept in memory.
         meta: How they were made (model id, pooling, prompt, ...): recorded in results.
         path: The feature-cache file holding the same array, if any: then the task hands
             rank 0 this path instead of the array (features do not ride lmms-eval's gather).
     """
 
-    layers: np.ndarray
+    layers: np.ndarray | None
     meta: dict
     path: str | None = None
 

@@ -76,7 +76,12 @@ class PlantedModel(lmms):
                     feats[SIGNAL_LAYER, c] += 4.0
             else:
                 feats[SIGNAL_LAYER, doc["label"]] += 4.0
-            meta = {"model": "fake/planted", "pooling": "last"}
+            meta = {
+                "model": "fake/planted",
+                "pooling": "last",
+                "layers": list(range(N_LAYERS + 1)),
+                "n_layers": N_LAYERS,
+            }
             out.append(
                 transport.STORE.put(transport.DocFeatures(feats.astype(np.float16), meta), hint=f"{task}/{doc_id}")
             )

@@ -386,9 +386,9 @@ class HiddenStates(lmms):
             context, _, visuals = self._doc(request)
             prompt, images = self._prepare(context, visuals)
             key = doc_key(self.fingerprint, prompt, image_digest(images)) if self.cache else None
-            cached = self.cache.get(key) if self.cache else None
-            if cached is not None and cached.shape[0] == len(self.layers):
-                self._respond(responses, slot, request, cached, self.cache.path(key))
+            # get() verifies the checksum; the array itself is not kept (rank 0 reads the file).
+            if self.cache and self.cache.get(key) is not None:
+                self._respond(responses, slot, request, None, self.cache.path(key))
                 bar.update(1)
             else:
                 todo.append((slot, request, key, prompt, images))
@@ -398,7 +398,8 @@ class HiddenStates(lmms):
             for row, (slot, request, key, _, _) in enumerate(chunk):
                 # Written per batch, so a killed run resumes after its last whole batch.
                 path = self.cache.put(key, feats[row]) if self.cache else None
-                self._respond(responses, slot, request, feats[row], path)
+                # With a cache file the array is not held: 50k docs must not pile up in RAM.
+                self._respond(responses, slot, request, None if path else feats[row], path)
             self.meta["feature_cache"]["computed"] += len(chunk)
             bar.update(len(chunk))
         if requests:
