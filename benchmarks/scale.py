@@ -8,9 +8,10 @@ aggregation of a probe task and prints time and peak memory of each stage:
      ``[layers, docs, dims]`` array, a ``numpy.memmap`` past 2 GiB;
   2. ``protocol.run_protocol``: all layers, streamed ``layer_chunk`` layers at a time.
 
-Peak memory is the process's peak RSS (Linux VmHWM, reset before each stage). Memory
-that a float32 copy of all layers would take is printed beside it for comparison; the
-memmap's pages count in RSS while resident, but the kernel may drop them at will.
+Two peaks are printed per stage: peak RSS (Linux VmHWM, reset before the stage), which
+also counts the memmap's file pages while resident (the kernel may drop them at will), and
+peak *anonymous* RSS (RssAnon sampled every 20 ms), the memory the process really holds.
+A float32 copy of all layers is printed beside them for comparison.
 
     python benchmarks/scale.py                       # full size (needs ~28 GB of disk)
     python benchmarks/scale.py --docs 5000 --dims 1024 --preset fast
@@ -33,6 +34,32 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field}: this benchmark measures memory on Linux only")
+
+
+class _AnonPeak:
+    """Samples RssAnon in a thread; ``peak_gib`` is its growth over the start value."""
+
+    def __enter__(self) -> _AnonPeak:
+        import threading
+
+        self._start = self.peak = _status_kib("RssAnon")
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.peak = max(self.peak, _status_kib("RssAnon"))
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_gib(self) -> float:
+        return (self.peak - self._start) / 2**20
 
 
 def _reset_peak() -> int:
@@ -84,22 +111,23 @@ def main() -> None:
 
         base = _reset_peak()
         start = time.perf_counter()
-        x = layer_major(items)
+        with _AnonPeak() as anon:
+            x = layer_major(items)
         print(
-            f"1. layer_major: {time.perf_counter() - start:.1f} s, peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB "
-            f"({type(x).__name__})"
+            f"1. layer_major: {time.perf_counter() - start:.1f} s, peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB, "
+            f"peak anonymous RSS +{anon.peak_gib:.2f} GiB ({type(x).__name__})"
         )
 
         overrides = {"max_iter": args.max_iter} if args.max_iter else {}
         config = ProtocolConfig.from_preset(args.preset, **overrides)
         base = _reset_peak()
         start = time.perf_counter()
-        with flush_denormals():
+        with flush_denormals(), _AnonPeak() as anon:
             result = run_protocol(x, y, is_train, kind="multiclass", config=config, groups=groups, types=groups)
         seconds = time.perf_counter() - start
         print(
             f"2. run_protocol ({args.preset}, layer_chunk {config.layer_chunk}, max_iter {config.max_iter}): {seconds:.0f} s, "
-            f"peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB"
+            f"peak RSS +{(_status_kib('VmHWM') - base) / 2**20:.2f} GiB, peak anonymous RSS +{anon.peak_gib:.2f} GiB"
         )
         print(
             f"   best layer {result.best_layer} (planted at {signal_layer}), score there {result.score[signal_layer]:.3f}"
