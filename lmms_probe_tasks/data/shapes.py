@@ -71,6 +71,8 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lmms_probe_tasks.data.common import stratified_order
+
 SHAPE_KINDS: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 #: Label ids 0, 1, 2 in SNLI-VE's order.
@@ -520,21 +522,8 @@ def _render_all(scenes: Sequence[Scene], image_size: int) -> list[Image.Image]:
 
 
 def _stratified_order(seed: int, task: str, groups: Sequence[Hashable]) -> list[int]:
-    """Return a seeded order in which every prefix holds each group in about its overall share.
-
-    Each group is permuted, its k-th member of n gets the key (k + u) / n with u uniform
-    in [0, 1), and rows are sorted by key: a random shuffle whose prefixes (lmms-eval's
-    ``--limit``) still mix splits and labels.
-    """
-    rng = np.random.default_rng([seed, _TASK_SALT[task], _SHUFFLE_SALT])
-    members: dict[Hashable, list[int]] = {}
-    for i, group in enumerate(groups):
-        members.setdefault(group, []).append(i)
-    keys = np.empty(len(groups))
-    for group in sorted(members, key=repr):  # fixed iteration order for determinism
-        idx = np.asarray(members[group])[rng.permutation(len(members[group]))]
-        keys[idx] = (np.arange(len(idx)) + rng.random(len(idx))) / len(idx)
-    return [int(i) for i in np.argsort(keys, kind="stable")]
+    """A seeded order in which every prefix holds each group in about its overall share (``--limit`` safe)."""
+    return stratified_order(np.random.default_rng([seed, _TASK_SALT[task], _SHUFFLE_SALT]), groups)
 
 
 def _is_int(value: object) -> TypeGuard[int | np.integer]:
