@@ -293,6 +293,21 @@ class ProbeTask(ConfigurableTask):  # type: ignore[misc,valid-type]
         media = [name for name, feat in docs.features.items() if isinstance(feat, datasets.Image)]
         self.dataset_no_image = datasets.DatasetDict({split: docs.remove_columns(media)})
 
+    def _prepare_model_specific_config(self) -> None:
+        """Pick the prompt for the model in use: by checkpoint id, else model type, else ``default``.
+
+        Keys of ``lmms_eval_specific_kwargs`` tried in order: the checkpoint id (``pretrained``),
+        the model type (e.g. ``llava``, ``qwen2_vl``), then ``default``. lmms-eval keys these by
+        its model name, which is always ``hidden_states`` here (and is not even passed to
+        class-based tasks); the model type is the useful key.
+        """
+        super()._prepare_model_specific_config()
+        table = self.config.lmms_eval_specific_kwargs or {}
+        for key in (transport.ACTIVE_MODEL.get("model"), transport.ACTIVE_MODEL.get("model_type")):
+            if key and isinstance(table.get(key), dict):
+                self.lmms_eval_specific_kwargs = {**table.get("default", {}), **table[key]}
+                break
+
     def _prepare_metric_and_aggregation(self) -> None:
         # Metric names depend on the model's depth: see aggregation().
         self._metric_fn_list, self._metric_fn_kwargs = {}, {}

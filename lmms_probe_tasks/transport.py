@@ -76,3 +76,8 @@ class FeatureStore:
 
 #: The one store of this process: the wrapper writes, the task reads.
 STORE = FeatureStore()
+
+#: Extraction settings of the ``hidden_states`` model built in this process (set by the
+#: wrapper; lmms-eval builds the model before the tasks). Tasks read it to pick a per-model
+#: prompt (``lmms_eval_specific_kwargs.<model type or checkpoint id>``).
+ACTIVE_MODEL: dict = {}

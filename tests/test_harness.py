@@ -107,3 +107,27 @@ def test_all_layers_are_fitted_once_per_task_not_per_row(monkeypatch):
     monkeypatch.setattr(protocol, "run_protocol", counting)
     _run(["fake_planted", "fake_planted_multilabel"])
     assert calls == [(N_LAYERS + 1, 90, 8), (N_LAYERS + 1, 90, 8)]
+
+
+def test_prompt_override_per_model_type(monkeypatch, tmp_path):
+    from lmms_probe_tasks.harness import doc_to_text
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    yaml = folder / "fake_planted.yaml"
+    yaml.write_text(
+        (Path(FIXTURES) / "fake_planted.yaml")
+        .read_text()
+        .replace("../../task_yamls/", str(Path(FIXTURES).parent.parent / "task_yamls") + "/")
+        .replace(
+            '    prompt: "Is it true? {text}"',
+            '    prompt: "Is it true? {text}"\n  llava:\n    prompt: "LLaVA: {text}"',
+        )
+    )
+    monkeypatch.setattr(transport, "ACTIVE_MODEL", {"model": "org/ckpt", "model_type": "llava"})
+    manager = TaskManager("ERROR", include_path=str(folder), include_defaults=False)
+    task = manager.load_task_or_group(["fake_planted"])["fake_planted"]
+    assert doc_to_text({"text": "x"}, task.lmms_eval_specific_kwargs) == "LLaVA: x"
+    monkeypatch.setattr(transport, "ACTIVE_MODEL", {"model": "org/ckpt", "model_type": "qwen2_vl"})
+    task = manager.load_task_or_group(["fake_planted"])["fake_planted"]
+    assert doc_to_text({"text": "x"}, task.lmms_eval_specific_kwargs) == "Is it true? x"

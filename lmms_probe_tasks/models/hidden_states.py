@@ -229,6 +229,8 @@ class HiddenStates(lmms):
             "prompt_format": self._prompt_format(),
             "family_notes": self.family.notes,
         }
+        transport.ACTIVE_MODEL.clear()
+        transport.ACTIVE_MODEL.update(self.meta)
         cache_off = feature_cache is None or str(feature_cache).lower() in ("none", "off", "false", "")
         self.cache = (
             None if cache_off else FeatureCache(default_root() if feature_cache == "default" else str(feature_cache))
