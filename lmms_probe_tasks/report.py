@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def _json_safe(value: object) -> object:
 
 def sanitize(name: str) -> str:
     """Make a model id or path usable as one folder name (as lmms-eval does: ``/`` -> ``__``)."""
-    return name.strip("/").replace("/", "__").replace(os.sep, "__") or "model"
+    # Leading "./", "../" or "/" would make a hidden or odd folder name (./tiny -> .__tiny).
+    return re.sub(r"^[./\\]+", "", name).rstrip("/").replace("/", "__").replace(os.sep, "__") or "model"
 
 
 def run_folder_name(extraction: dict) -> str:

@@ -72,3 +72,12 @@ def test_cli_gen_kwargs_override_the_yaml_protocol():
     assert spec.protocol_config().n_seeds == 3 and spec.protocol_config().n_bootstrap == 50
     cli = spec.protocol_config({"probe_preset": "fast", "probe_seeds": 2, "probe_model": "mlp", "until": []})
     assert (cli.preset, cli.n_seeds, cli.probe) == ("fast", 2, "mlp")
+
+
+def test_folder_names_are_visible_and_flat():
+    from lmms_probe_tasks.report import sanitize
+
+    assert sanitize("./tiny") == "tiny"
+    assert sanitize("../ckpt/llava/") == "ckpt__llava"
+    assert sanitize("/tmp/tinyllava") == "tmp__tinyllava"
+    assert sanitize("llava-hf/llava-1.5-7b-hf") == "llava-hf__llava-1.5-7b-hf"
