@@ -124,6 +124,7 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
 
 def _plain_llava(folder: Path) -> Path:
     """A LLaVA checkpoint written by plain transformers code (no chat template), not by our builder."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         CLIPImageProcessor,
@@ -169,6 +170,7 @@ def _plain_llava(folder: Path) -> Path:
         ),
         image_token_id=vocab["<image>"],
     )
+    torch.manual_seed(0)  # random weights, but the same ones every run: generation must not be flaky
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24}),
@@ -229,7 +231,8 @@ def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
     responses = [json.loads(line)["filtered_resps"] for line in samples[0].read_text().splitlines()]
     assert len(responses) == 3 and not any("lmms-probe-features" in str(r) for r in responses)
     # Greedy text honouring max_new_tokens=4 (this word-level tokenizer decodes one word per token).
-    assert all(0 < len(str(r).split()) <= 4 for r in responses)
+    # A random model may stop at once (EOS / "."), so only the bound and one real answer are required.
+    assert all(len(str(r).split()) <= 4 for r in responses) and any(str(r).strip() for r in responses)
     report = next((tmp_path / "out" / "probes").glob("*/probe_shapes_entailment.json"))
     extraction = json.loads(report.read_text())["config"]["extraction"]
     assert extraction["pooling"] == "mean" and extraction["prompt_format"].startswith("fallback")
