@@ -10,8 +10,9 @@ Part 1 (speed): synthetic float16 features ``[layers, n, d]`` (correlated low-ra
 part + noise + a label signal growing with depth). Standardise on train, fit L2
 logistic regression, predict test, for every layer: (a) at one C, (b) over the C grid
 of the ``fast`` and (c) the ``paper`` preset (the L2 choice of the protocol). scikit-learn fits one layer
-(and one C) at a time; :func:`lmms_probe_tasks.fit.fit_predict_layers` fits all
-layers of a chunk (and all C) in one batched L-BFGS. Both use the same tolerance and
+(and one C) at a time; :func:`lmms_probe_tasks.probe.logreg.fit_logreg` fits all
+layers of a chunk (and all C) in one batched L-BFGS, fed by
+:func:`lmms_probe_tasks.probe.features.iter_layer_chunks` as the protocol feeds it. Both use the same tolerance and
 iteration cap and the same thread count (``--threads``); ratios are measured in this
 one run, on this machine, and printed, never asserted.
 
@@ -76,13 +77,53 @@ def _sklearn_loop(x: np.ndarray, y: np.ndarray, is_train: np.ndarray, grid: list
     return acc
 
 
+def _batched_fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    is_train: np.ndarray,
+    C: float | list[float],
+    *,
+    layer_chunk: int = 4,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise, fit on train, predict test for every layer and C, as the protocol does.
+
+    Returns ``(labels [L, G, n_test], n_iter [L, G], converged [L, G])``.
+    """
+    from lmms_probe_tasks.probe.features import iter_layer_chunks
+    from lmms_probe_tasks.probe.logreg import fit_logreg
+    from lmms_probe_tasks.probe.targets import encode_targets, predict
+
+    enc = encode_targets(y, "multiclass", fit_rows=is_train)
+    grid = np.atleast_1d(np.asarray(C, dtype=np.float64))
+    # Probe-train rows first: the fit reads the view xs[:, :n_train], the test rows are never fitted.
+    order = np.concatenate([np.flatnonzero(is_train), np.flatnonzero(~is_train)])
+    n_train = int(is_train.sum())
+    targets = enc.targets[order[:n_train]]
+    row_order = None if np.array_equal(order, np.arange(order.size)) else order
+    chunks = iter_layer_chunks(
+        x, layer_chunk, fit_rows=np.arange(order.size) < n_train, device=device, row_order=row_order
+    )
+    labels, iters, conv = [], [], []
+    for _, _, xs in chunks:
+        model = fit_logreg(
+            xs[:, :n_train], targets, np.ones(n_train, np.float32), grid, loss=enc.loss, max_iter=max_iter, tol=tol
+        )
+        labels.append(predict(model.logits(xs[:, n_train:]), enc).transpose(0, 2, 1))  # [l, G, n_test]
+        iters.append(model.n_iter)
+        conv.append(model.converged)
+        del xs, model  # free this chunk before the next one is read
+    return np.concatenate(labels), np.concatenate(iters), np.concatenate(conv)
+
+
 def speed(args: argparse.Namespace) -> None:
     """Part 1: batched fit vs per-layer scikit-learn loop."""
     import torch
 
-    from lmms_probe_tasks.fit import fit_predict_layers
     from lmms_probe_tasks.numerics import flush_denormals
-    from lmms_probe_tasks.protocol import FAST_C_GRID, PAPER_C_GRID
+    from lmms_probe_tasks.probe import FAST_C_GRID, PAPER_C_GRID
 
     x, y = _synthetic(args.n, args.d, args.layers, args.classes)
     is_train = np.arange(args.n) < int(0.75 * args.n)
@@ -94,7 +135,7 @@ def speed(args: argparse.Namespace) -> None:
     )
     # Warm up both sides (imports, allocator, BLAS dispatch) so the first timing is not penalised.
     small = np.arange(200)
-    fit_predict_layers(x[:1, small], y[small], is_train[small] | (small < 150), kind="multiclass", device=args.device)
+    _batched_fit(x[:1, small], y[small], is_train[small] | (small < 150), 1.0, device=args.device)
     _sklearn_loop(x[:1, small], y[small], small < 150, [1.0], args.max_iter, args.tol)
     grids = [
         ("one C (C=1)", [1.0]),
@@ -111,9 +152,9 @@ def speed(args: argparse.Namespace) -> None:
         for _ in range(args.repeats):
             w0, c0 = time.perf_counter(), time.process_time()
             with flush_denormals():  # as the harness runs the protocol
-                pred = fit_predict_layers(
-                    x, y, is_train, kind="multiclass", C=grid, layer_chunk=args.layer_chunk,
-                    max_iter=args.max_iter, tol=args.tol, device=args.device,
+                labels, n_iter, converged = _batched_fit(
+                    x, y, is_train, grid, layer_chunk=args.layer_chunk, max_iter=args.max_iter, tol=args.tol,
+                    device=args.device,
                 )  # fmt: skip
             wall["batched"].append(time.perf_counter() - w0)
             cpu["batched"].append(time.process_time() - c0)
@@ -121,12 +162,12 @@ def speed(args: argparse.Namespace) -> None:
             theirs = _sklearn_loop(x, y, is_train, grid, args.max_iter, args.tol)
             wall["sklearn"].append(time.perf_counter() - w0)
             cpu["sklearn"].append(time.process_time() - c0)
-        ours = (pred.predicted_labels() == y[~is_train]).mean(-1)
+        ours = (labels == y[~is_train]).mean(-1)
         tb, ts = min(wall["batched"]), min(wall["sklearn"])
         cb, cs = min(cpu["batched"]), min(cpu["sklearn"])
         print(
-            f"[speed] {label}: batched {tb:.2f} s ({args.device}; mean {pred.n_iter.mean():.0f} L-BFGS iterations, "
-            f"{pred.converged.mean():.0%} converged) | sklearn per-layer loop {ts:.2f} s "
+            f"[speed] {label}: batched {tb:.2f} s ({args.device}; mean {n_iter.mean():.0f} L-BFGS iterations, "
+            f"{converged.mean():.0%} converged) | sklearn per-layer loop {ts:.2f} s "
             f"({args.layers * len(grid)} fits) "
             f"| speed-up {ts / tb:.1f}x wall, {cs / cb:.1f}x CPU time (best of {args.repeats}; medians "
             f"{np.median(wall['batched']):.2f} / {np.median(wall['sklearn']):.2f} s) | max |accuracy difference| "
@@ -185,7 +226,6 @@ def _status_kib(field: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """Probe the memmap and report peak memory (runs in a fresh process)."""
-    from lmms_probe_tasks.fit import fit_predict_layers
     from lmms_probe_tasks.numerics import flush_denormals
 
     tmpdir = Path(args._child)
@@ -207,16 +247,15 @@ def child(args: argparse.Namespace) -> None:
     tracemalloc.start()
     t0 = time.perf_counter()
     with flush_denormals():
-        pred = fit_predict_layers(
-            x, y, is_train, kind="multiclass", C=1.0, layer_chunk=args.layer_chunk, max_iter=args.memmap_iter,
-            device=args.device,
-        )  # fmt: skip
+        labels, _, _ = _batched_fit(
+            x, y, is_train, 1.0, layer_chunk=args.layer_chunk, max_iter=args.memmap_iter, device=args.device
+        )
     elapsed = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     stop.set()
     sampler.join()
     maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    acc = (pred.predicted_labels()[:, 0] == y[~is_train]).mean(-1)
+    acc = (labels[:, 0] == y[~is_train]).mean(-1)
     chunk = args.layer_chunk * n * d * 4
     full = n_layers * n * d * 4
     print(

@@ -4,7 +4,7 @@ It writes synthetic per-document feature-cache files (what ``hidden_states`` lea
 disk; 13.5 GB at full size, not timed), then runs exactly what rank 0 does in the
 aggregation of a probe task and prints time and peak memory of each stage:
 
-  1. ``harness.layer_major``: read every cache file (checksummed) into one float16
+  1. ``transport.layer_major``: read every cache file (checksummed) into one float16
      ``[layers, docs, dims]`` array, a ``numpy.memmap`` past 2 GiB;
   2. ``protocol.run_protocol``: all layers, streamed ``layer_chunk`` layers at a time.
 
@@ -82,10 +82,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from lmms_probe_tasks.feature_cache import FeatureCache
-    from lmms_probe_tasks.harness import layer_major
     from lmms_probe_tasks.numerics import flush_denormals
-    from lmms_probe_tasks.protocol import ProtocolConfig, run_protocol
+    from lmms_probe_tasks.probe import ProtocolConfig, run_protocol
+    from lmms_probe_tasks.transport.feature_cache import FeatureCache
+    from lmms_probe_tasks.transport.stacking import layer_major
 
     n, n_layers, d = args.docs, args.layers, args.dims
     work = Path(tempfile.mkdtemp(prefix="lmms_probe_scale_", dir=args.workdir))

@@ -32,7 +32,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from lmms_probe_tasks.data.coco import CATEGORY_NAMES, COCO_CATEGORIES
+from lmms_probe_tasks.data.coco_source import CATEGORY_NAMES, COCO_CATEGORIES
 
 #: Scene themes: images of one theme share categories, so hard negatives have something to find.
 THEMES: dict[str, tuple[str, ...]] = {

@@ -8,14 +8,15 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 
 from lmms_probe_tasks import transport
+from lmms_probe_tasks.data.contract import BuiltDocs
 
 N_LAYERS = 4
 HIDDEN = 8
 SIGNAL_LAYER = 2
 
 
-def planted_docs(n_train: int = 60, n_test: int = 30, seed: int = 0, multilabel: bool = False) -> datasets.Dataset:
-    """Shuffled union of train/test docs with random labels and a 4x4 image."""
+def planted_docs(n_train: int = 60, n_test: int = 30, seed: int = 0, multilabel: bool = False) -> BuiltDocs:
+    """Shuffled union of train/test docs with random labels and a 4x4 image (empty report)."""
     rng = np.random.default_rng(seed)
     n = n_train + n_test
     split = np.array(["train"] * n_train + ["test"] * n_test)
@@ -44,7 +45,12 @@ def planted_docs(n_train: int = 60, n_test: int = 30, seed: int = 0, multilabel:
             ),
         }
     )
-    return datasets.Dataset.from_dict(columns, features=features)
+    return BuiltDocs(datasets.Dataset.from_dict(columns, features=features))
+
+
+def bare_dataset(**kwargs) -> datasets.Dataset:
+    """A builder that breaks the contract: it returns the Dataset alone, not a BuiltDocs."""
+    return datasets.Dataset.from_dict({"uid": ["doc-0"], "probe_split": ["train"], "label": [0]})
 
 
 class PlantedModel(lmms):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmms_probe_tasks.data.common import decode_problem
-from lmms_probe_tasks.harness import check_docs, to_rgb
+from lmms_probe_tasks.data.contract import check_docs
+from lmms_probe_tasks.data.images import decode_problem, to_rgb
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "1"])
@@ -70,7 +70,7 @@ def test_non_utf8_jsonl_line_is_skipped_and_counted(tmp_path):
     fx = write_snli_ve(tmp_path / "snli")
     with (fx.root / "snli_ve_train.jsonl").open("ab") as handle:
         handle.write(b'{"Flickr30K_ID": "1", "sentence2": "caf\xe9", "gold_label": "neutral"}\n')
-    _, report = snli_ve_docs(n_train=6, n_test=3, snli_ve_dir=str(fx.root))
+    report = snli_ve_docs(n_train=6, n_test=3, snli_ve_dir=str(fx.root)).report
     assert report["splits"]["train"]["skipped"]["malformed_line"]["count"] == 1
 
 

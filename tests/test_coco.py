@@ -15,7 +15,9 @@ import pytest
 from loguru import logger
 
 from lmms_probe_tasks.data import coco as C
-from lmms_probe_tasks.data import common
+from lmms_probe_tasks.data import coco_negatives, coco_source
+from lmms_probe_tasks.data import images as img
+from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
 from tests.datasets_fixtures import CocoFixture, write_coco, write_coco_hub, write_snli_ve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def test_category_ids_map_to_80_contiguous_names_by_sorted_id():
 def test_annotation_file_categories_are_sorted_by_id(fx):
     # The fixture lists the 80 categories in shuffled order; the mapping must not care.
     path = fx.root / "annotations" / "instances_train2017.json"
-    parsed = C._read_instances(str(path), C._stamp(path))
+    parsed = coco_source._read_instances(str(path), coco_source._stamp(path))
     assert parsed.names == C.CATEGORY_NAMES
     for key, names in fx.categories.items():
         if key in parsed.categories:
@@ -93,7 +95,7 @@ def test_annotation_file_categories_are_sorted_by_id(fx):
 
 
 def test_multilabel_targets_are_the_annotated_categories(fx):
-    ds, _ = C.coco_multilabel_docs(n_train=30, n_test=15, coco_dir=str(fx.root))
+    ds = C.coco_multilabel_docs(n_train=30, n_test=15, coco_dir=str(fx.root)).docs
     feature = ds.features["labels"].feature
     assert isinstance(feature, datasets.ClassLabel) and tuple(feature.names) == C.CATEGORY_NAMES
     for row in ds.remove_columns("image"):
@@ -104,18 +106,19 @@ def test_multilabel_targets_are_the_annotated_categories(fx):
 def test_hub_categories_map_by_name():
     shuffled = list(reversed(C.CATEGORY_NAMES))
     features = datasets.Features({"objects": {"category": datasets.List(datasets.ClassLabel(names=shuffled))}})
-    mapping = C._hub_category_map(features, "x")
+    mapping = coco_source._hub_category_map(features, "x")
     assert all(C.CATEGORY_NAMES[mapping[i]] == name for i, name in enumerate(shuffled))
     bad = datasets.Features({"objects": {"category": datasets.List(datasets.ClassLabel(names=["person", "unicorn"]))}})
     with pytest.raises(ValueError, match="unicorn"):
-        C._hub_category_map(bad, "x")
+        coco_source._hub_category_map(bad, "x")
 
 
 # ------------------------------------------------------------ sizes, balance
 @pytest.mark.parametrize("task", list(BUILDERS))
 @pytest.mark.parametrize(("n_train", "n_test"), [(12, 6), (7, 5), (1, 1)])
 def test_exact_counts_balance_and_disjoint_images(fx, task, n_train, n_test):
-    ds, report = BUILDERS[task](n_train=n_train, n_test=n_test, coco_dir=str(fx.root))
+    built = BUILDERS[task](n_train=n_train, n_test=n_test, coco_dir=str(fx.root))
+    ds, report = built.docs, built.report
     assert len(ds) == n_train + n_test
     assert Counter(ds["probe_split"]) == {"train": n_train, "test": n_test}
     assert len(set(ds["uid"])) == len(ds)
@@ -134,8 +137,16 @@ def test_exact_counts_balance_and_disjoint_images(fx, task, n_train, n_test):
     assert report["splits"]["train"]["used"] == n_train and report["splits"]["test"]["requested"] == n_test
 
 
+@pytest.mark.parametrize("task", list(BUILDERS))
+def test_builders_return_the_contract(fx, task):
+    built = BUILDERS[task](n_train=4, n_test=2, coco_dir=str(fx.root))
+    assert isinstance(built, BuiltDocs)
+    check_docs(task, built.docs, "labels" if task == "multilabel" else "label")
+    json.dumps(built.report)  # plain data: it goes into the artifact JSON
+
+
 def test_prefixes_mix_splits_and_labels(fx):
-    ds, _ = C.coco_entailment_docs(n_train=40, n_test=20, coco_dir=str(fx.root))
+    ds = C.coco_entailment_docs(n_train=40, n_test=20, coco_dir=str(fx.root)).docs
     head = ds.select(range(12))
     assert set(head["probe_split"]) == {"train", "test"} and set(head["label"]) == {0, 1}
 
@@ -144,19 +155,20 @@ def test_same_seed_same_docs_other_seed_other_docs(fx):
     def key(ds):
         return list(zip(ds["uid"], ds["text"], ds["label"], strict=True))
 
-    a, _ = C.coco_entailment_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root))
-    b, _ = C.coco_entailment_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root))
-    c, _ = C.coco_entailment_docs(n_train=16, n_test=8, seed=4, coco_dir=str(fx.root))
+    a = C.coco_entailment_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root)).docs
+    b = C.coco_entailment_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root)).docs
+    c = C.coco_entailment_docs(n_train=16, n_test=8, seed=4, coco_dir=str(fx.root)).docs
     assert key(a) == key(b) and key(a) != key(c)
-    o1, _ = C.coco_object_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root))
-    o2, _ = C.coco_object_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root))
+    o1 = C.coco_object_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root)).docs
+    o2 = C.coco_object_docs(n_train=16, n_test=8, seed=3, coco_dir=str(fx.root)).docs
     assert key(o1) == key(o2)
 
 
 # ----------------------------------------------------------------- entailment
 @pytest.mark.parametrize("negatives", ["hard", "random"])
 def test_negative_caption_never_belongs_to_the_image(fx, negatives):
-    ds, report = C.coco_entailment_docs(n_train=60, n_test=30, negatives=negatives, neighbours=3, coco_dir=str(fx.root))
+    built = C.coco_entailment_docs(n_train=60, n_test=30, negatives=negatives, neighbours=3, coco_dir=str(fx.root))
+    ds, report = built.docs, built.report
     assert tuple(ds.features["label"].names) == C.ENTAILMENT_LABELS
     for row in ds.remove_columns("image"):
         own = {_norm(t) for t in fx.captions[row["image_id"]]}
@@ -176,9 +188,9 @@ def test_negative_caption_never_belongs_to_the_image(fx, negatives):
 def test_hard_negatives_come_from_more_similar_images_than_random(fx):
     means = {}
     for negatives in ("hard", "random"):
-        _, report = C.coco_entailment_docs(
+        report = C.coco_entailment_docs(
             n_train=60, n_test=30, negatives=negatives, neighbours=3, coco_dir=str(fx.root)
-        )
+        ).report
         means[negatives] = report["splits"]["train"]["negatives"]["mean_jaccard"]
     assert means["hard"] > means["random"] + 0.1
 
@@ -197,14 +209,15 @@ def test_a_caption_equal_to_an_own_caption_is_rejected():
     cats = {"1": (16,), "2": (16,), "3": (15,)}
     pool = C.CocoPool("train", "train2017", C.CATEGORY_NAMES, ["1", "2", "3"], cats, caps, fetch=lambda ids: {})
     stats = {"rejected_same_text": 0, "fallback_random": 0}
-    picked = C._pick_negatives(pool, "1", 1, ["2"], np.random.default_rng(0), stats)
+    picked = coco_negatives.pick_negatives(pool, "1", 1, ["2"], np.random.default_rng(0), stats)
     assert picked == [("A cat.", "3")] and stats == {"rejected_same_text": 1, "fallback_random": 1}
 
 
 # -------------------------------------------------------------------- objects
 @pytest.mark.parametrize("negatives", C.NEGATIVE_CATEGORIES)
 def test_object_docs_name_present_and_absent_categories(fx, negatives):
-    ds, report = C.coco_object_docs(n_train=50, n_test=20, negatives=negatives, coco_dir=str(fx.root))
+    built = C.coco_object_docs(n_train=50, n_test=20, negatives=negatives, coco_dir=str(fx.root))
+    ds, report = built.docs, built.report
     assert tuple(ds.features["label"].names) == C.OBJECT_LABELS
     for row in ds.remove_columns("image"):
         name = C.CATEGORY_NAMES[row["category"]]
@@ -220,7 +233,7 @@ def test_cooccur_negatives_favour_categories_seen_with_present_ones(fx):
     from tests.datasets_fixtures import THEMES
 
     def in_theme_share(negatives):
-        ds, _ = C.coco_object_docs(n_train=60, n_test=20, negatives=negatives, coco_dir=str(fx.root))
+        ds = C.coco_object_docs(n_train=60, n_test=20, negatives=negatives, coco_dir=str(fx.root)).docs
         hits = total = 0
         for row in ds.remove_columns("image"):
             if row["label"] == 0:
@@ -236,7 +249,8 @@ def test_cooccur_negatives_favour_categories_seen_with_present_ones(fx):
 
 # -------------------------------------------------------------- bad data, sizes
 def test_bad_items_are_skipped_counted_and_warned_once(fx, warnings_seen):
-    ds, report = C.coco_multilabel_docs(n_train=100, n_test=100, coco_dir=str(fx.root))
+    built = C.coco_multilabel_docs(n_train=100, n_test=100, coco_dir=str(fx.root))
+    ds, report = built.docs, built.report
     skipped = report["splits"]["train"]["skipped"]
     assert skipped["corrupt_image"] == {"count": 1, "examples": fx.corrupt}
     assert skipped["missing_image"] == {"count": 1, "examples": fx.missing}
@@ -246,14 +260,15 @@ def test_bad_items_are_skipped_counted_and_warned_once(fx, warnings_seen):
     skip_warnings = [w for w in warnings_seen if "skipped bad items" in w]
     assert len(skip_warnings) == 1 and "corrupt_image x1" in skip_warnings[0] and "missing_image x1" in skip_warnings[0]
 
-    _, report = C.coco_entailment_docs(n_train=400, n_test=10, coco_dir=str(fx.root))
+    report = C.coco_entailment_docs(n_train=400, n_test=10, coco_dir=str(fx.root)).report
     skipped = report["splits"]["train"]["skipped"]
     assert skipped["empty_caption"] == {"count": 1, "examples": fx.blank_captions}
     assert skipped["absent_from_instances"] == {"count": 1, "examples": fx.orphan_captions}
 
 
 def test_fewer_items_than_requested_uses_all_and_warns_once(fx, warnings_seen):
-    ds, report = C.coco_multilabel_docs(n_train=10_000, n_test=5, coco_dir=str(fx.root))
+    built = C.coco_multilabel_docs(n_train=10_000, n_test=5, coco_dir=str(fx.root))
+    ds, report = built.docs, built.report
     usable = 40 - len(fx.corrupt) - len(fx.missing)
     train = report["splits"]["train"]
     assert (train["requested"], train["used"], train["images"]) == (10_000, usable, usable)
@@ -265,8 +280,8 @@ def test_fewer_items_than_requested_uses_all_and_warns_once(fx, warnings_seen):
 
 def test_only_the_needed_images_are_decoded(fx, monkeypatch):
     calls: list[object] = []
-    real = common.decode_problem
-    monkeypatch.setattr(common, "decode_problem", lambda data: calls.append(data) or real(data))
+    real = img.decode_problem
+    monkeypatch.setattr(img, "decode_problem", lambda data: calls.append(data) or real(data))
     C.coco_multilabel_docs(n_train=3, n_test=2, coco_dir=str(fx.root))
     assert 5 <= len(calls) <= 2 * (8 + 4) < 60  # a small margin per split, never the whole split
 
@@ -315,8 +330,9 @@ def _rows(ds: datasets.Dataset) -> list[dict]:
 def test_hub_layout_gives_the_same_docs_as_the_release(clean, task, tmp_path):
     fixture, images, captions = clean
     kwargs = {"hub_images": str(images), **({"hub_captions": str(captions)} if task == "entailment" else {})}
-    local, _ = BUILDERS[task](n_train=14, n_test=6, coco_dir=str(fixture.root))
-    hub, report = BUILDERS[task](n_train=14, n_test=6, source="hub", **kwargs)
+    local = BUILDERS[task](n_train=14, n_test=6, coco_dir=str(fixture.root)).docs
+    built = BUILDERS[task](n_train=14, n_test=6, source="hub", **kwargs)
+    hub, report = built.docs, built.report
     assert report["source"]["kind"] == "hub" and report["source"]["images"] == str(images)
     assert hub.features == local.features
     assert _rows(hub) == _rows(local)
@@ -328,22 +344,24 @@ def test_hub_layout_gives_the_same_docs_as_the_release(clean, task, tmp_path):
 def test_auto_uses_the_env_folder_else_the_hub(clean, monkeypatch):
     fixture, images, _ = clean
     monkeypatch.setenv(C.ENV_VAR, str(fixture.root))
-    _, report = C.coco_multilabel_docs(n_train=2, n_test=2)
+    report = C.coco_multilabel_docs(n_train=2, n_test=2).report
     assert report["source"] == {"kind": "local", "coco_dir": str(fixture.root)}
     monkeypatch.delenv(C.ENV_VAR)
-    _, report = C.coco_multilabel_docs(n_train=2, n_test=2, hub_images=str(images))
+    report = C.coco_multilabel_docs(n_train=2, n_test=2, hub_images=str(images)).report
     assert report["source"]["kind"] == "hub"
 
 
 def test_hub_streams_only_the_selected_images(clean, monkeypatch):
     _, images, _ = clean
     stored: list[str] = []
-    real = C.store_image_bytes
-    monkeypatch.setattr(C, "store_image_bytes", lambda data, folder, key: stored.append(key) or real(data, folder, key))
+    real = img.store_image_bytes
+    monkeypatch.setattr(
+        img, "store_image_bytes", lambda data, folder, key: stored.append(key) or real(data, folder, key)
+    )
     passes: list[list[str]] = []
-    real_open = C.open_stream
-    monkeypatch.setattr(C, "open_stream", lambda *a, **k: passes.append(a[2]) or real_open(*a, **k))
-    ds, _ = C.coco_multilabel_docs(n_train=2, n_test=1, source="hub", hub_images=str(images))
+    real_open = coco_source.open_stream
+    monkeypatch.setattr(coco_source, "open_stream", lambda *a, **k: passes.append(a[2]) or real_open(*a, **k))
+    ds = C.coco_multilabel_docs(n_train=2, n_test=1, source="hub", hub_images=str(images)).docs
     assert passes == [["image_id", "objects"]] * 2 + [["image_id", "image"]] * 2  # annotations, then images
     assert set(ds["image_id"]) <= {k.removesuffix(".img") for k in stored}
     assert len(stored) <= (8 + 3) * 2 < 36  # a batch with a margin, not the 36 images of the copy

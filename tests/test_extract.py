@@ -1,11 +1,16 @@
-"""Pooling and the wrapper's early argument checks (no image-text checkpoint needed)."""
+"""Pooling, layer selection, the one prompt builder and the wrapper's early argument checks (no checkpoint)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest.mock import MagicMock
 
 import pytest
 import torch
 
 from lmms_probe_tasks.extract import check_pooling, parse_layers, pool, pooling_weights
+from lmms_probe_tasks.extract.families import FAMILIES, Family
+from lmms_probe_tasks.extract.prompts import FALLBACK_LAYOUT, blind_images, build_prompt, prompt_format
 
 
 def test_last_pooling_reads_the_mask_for_either_padding_side():
@@ -42,6 +47,46 @@ def test_image_and_text_pooling_split_the_real_positions():
     )
     with pytest.raises(ValueError, match="no image positions"):
         pooling_weights(mask, "image", torch.zeros_like(image))
+
+
+def test_chat_template_family_without_a_template_falls_back_to_image_line_then_text():
+    processor = SimpleNamespace(image_token="<image>", chat_template=None)
+    family = Family()  # chat_template layout
+    assert FALLBACK_LAYOUT == "{image_tokens}\n{text}"
+    assert build_prompt(processor, family, "Is there a cat?") == "<image>\nIs there a cat?"
+    assert build_prompt(processor, family, "Two?", n_images=2) == "<image> <image>\nTwo?"
+    assert build_prompt(processor, family, "None.", n_images=0) == "None."  # blind=noimage
+    assert build_prompt(SimpleNamespace(), family, "x") == "<image>\nx"  # no image_token attribute
+    assert prompt_format(processor, family) == "fallback: {image_tokens}\n{text}"
+
+
+def test_chat_template_is_used_when_the_processor_has_one():
+    processor = MagicMock(chat_template="{{ messages }}", image_token="<image>")
+    processor.apply_chat_template.return_value = "USER: <image>\nHi ASSISTANT:"
+    assert build_prompt(processor, Family(), "Hi") == "USER: <image>\nHi ASSISTANT:"
+    (messages,), kwargs = processor.apply_chat_template.call_args
+    assert messages == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    assert kwargs == {"add_generation_prompt": True}
+    assert prompt_format(processor, Family()) == "chat_template"
+
+
+def test_families_that_place_the_image_themselves_get_their_own_layout():
+    processor = SimpleNamespace(image_token="<image>", chat_template=None)
+    assert build_prompt(processor, FAMILIES["paligemma"], "caption", n_images=2) == "<image><image>caption"
+    assert build_prompt(processor, FAMILIES["kosmos-2"], "caption") == "caption"
+    assert prompt_format(processor, FAMILIES["instructblip"]).startswith("bare text")
+    with pytest.raises(ValueError, match="not one of chat_template"):
+        build_prompt(processor, Family(prompt="bogus"), "x")
+
+
+def test_blind_modes_keep_sizes_or_drop_images():
+    from PIL import Image
+
+    images = [[Image.new("RGB", (5, 3), "red")], []]
+    assert blind_images(images, "none") is images
+    assert blind_images(images, "noimage") == [[], []]
+    (blank,), empty = blind_images(images, "blank")
+    assert blank.size == (5, 3) and blank.getpixel((0, 0)) == (128, 128, 128) and empty == []
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The per-family facts of lmms_probe_tasks.families, checked on a tiny checkpoint of every builder.
+"""The per-family facts (runtime table + tests/family_facts.py), checked on a tiny checkpoint of every builder.
 
 Each checkpoint is built once per session, loaded with the Auto classes (offline),
 prompted the way the table says (chat template, or the documented plain layout), and
@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from lmms_probe_tasks import families, tiny
+from lmms_probe_tasks import tiny
+from lmms_probe_tasks.extract import families
+from tests.family_facts import BATCH_TOLERANCE, FACTS, FamilyFacts
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -107,10 +109,18 @@ def _pooled(states: tuple, attention_mask: Any, pooling: str) -> Any:
 # -- the table itself -------------------------------------------------------------
 
 
+def _facts(config: Any) -> FamilyFacts:
+    return FACTS[families.family_key(config)]
+
+
+def test_test_facts_cover_exactly_the_runtime_table() -> None:
+    assert set(FACTS) == set(families.FAMILIES)
+
+
 def test_every_builder_has_exactly_one_family_entry() -> None:
     owners: dict[str, list[str]] = {arch: [] for arch in tiny.BUILDERS}
-    for key, family in families.FAMILIES.items():
-        for arch in family.tiny:
+    for key, facts in FACTS.items():
+        for arch in facts.tiny:
             assert arch in tiny.BUILDERS, f"families[{key!r}] names unknown builder {arch!r}"
             owners[arch].append(key)
     assert {arch: keys for arch, keys in owners.items() if len(keys) != 1} == {}
@@ -120,8 +130,8 @@ def test_table_values_are_valid() -> None:
     for key, family in families.FAMILIES.items():
         assert family.image_positions in ("image_token_id", "image_embeds_position_mask", "cross_attention"), key
         assert family.prompt in ("chat_template", "text", "image_tokens_then_text"), key
-        assert family.has_chat_template == (family.prompt == "chat_template"), key
-        assert family.batch_invariant, key  # every family verified so far
+        assert FACTS[key].has_chat_template == (family.prompt == "chat_template"), key
+        assert FACTS[key].batch_invariant, key  # every family verified so far
 
 
 def test_unknown_family_gets_defaults_with_a_warning_note() -> None:
@@ -133,11 +143,11 @@ def test_unknown_family_gets_defaults_with_a_warning_note() -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_built_config_maps_to_the_entry_naming_the_builder(checkpoint: Any, arch: str) -> None:
-    model, processor, family = checkpoint(arch)
-    assert arch in family.tiny
+    model, processor, _ = checkpoint(arch)
+    assert arch in _facts(model.config).tiny
     assert families.family_key(model.config) in families.FAMILIES
-    # Real checkpoints of the family ship a chat template exactly when the table says so.
-    assert bool(getattr(processor, "chat_template", None)) == family.has_chat_template
+    # Real checkpoints of the family ship a chat template exactly when the facts say so.
+    assert bool(getattr(processor, "chat_template", None)) == _facts(model.config).has_chat_template
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -217,7 +227,7 @@ def test_image_positions_hold_the_image_features(checkpoint: Any, arch: str) -> 
     processor_token = getattr(processor, "image_token", None)
     processor_token_id = processor.tokenizer.convert_tokens_to_ids(str(processor_token)) if processor_token else None
     matches = processor_token_id is not None and processor_token_id == getattr(model.config, "image_token_id", None)
-    assert matches == family.processor_image_token
+    assert matches == _facts(model.config).processor_image_token
 
 
 # -- (d) batch invariance -----------------------------------------------------------
@@ -243,11 +253,11 @@ def test_same_features_alone_and_in_a_padded_batch(checkpoint: Any, arch: str, r
         diffs[side] = worst
     record_property("batch_max_abs_diff", diffs)
     print(f"{arch}: bs=4 vs bs=1 max abs diff {diffs}")
-    assert diffs["right"] < families.BATCH_TOLERANCE
-    if family.left_padding_ok:
-        assert diffs["left"] < families.BATCH_TOLERANCE
+    assert diffs["right"] < BATCH_TOLERANCE
+    if _facts(model.config).left_padding_ok:
+        assert diffs["left"] < BATCH_TOLERANCE
     else:
-        assert diffs["left"] > families.BATCH_TOLERANCE  # documented: left padding shifts the text
+        assert diffs["left"] > BATCH_TOLERANCE  # documented: left padding shifts the text
 
 
 # -- (b)/(e) which stack, where its layers are, and hooks on them ------------------

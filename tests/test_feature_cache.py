@@ -11,7 +11,7 @@ import pytest
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 
-from lmms_probe_tasks.feature_cache import FeatureCache, doc_key, image_digest
+from lmms_probe_tasks.transport.feature_cache import FeatureCache, doc_key, image_digest, open_cache, read_verified
 
 
 def test_roundtrip_is_atomic_and_checksummed(tmp_path):
@@ -24,6 +24,18 @@ def test_roundtrip_is_atomic_and_checksummed(tmp_path):
     blob[-3] ^= 0xFF
     path.write_bytes(bytes(blob))
     assert cache.get("ab" * 32) is None and cache.stats["corrupt"] == 1
+
+
+def test_read_verified_refuses_a_corrupt_file_and_open_cache_reads_the_arg(tmp_path, monkeypatch):
+    path = FeatureCache(tmp_path).put("12" * 32, np.ones((2, 3), np.float16))
+    np.testing.assert_array_equal(read_verified(path), np.ones((2, 3), np.float16))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="fails its checksum"):
+        read_verified(path)
+    assert all(open_cache(v) is None for v in (None, "none", "off", "False", ""))
+    assert open_cache(str(tmp_path / "c")).root == tmp_path / "c"
+    monkeypatch.setenv("LMMS_PROBE_FEATURE_CACHE", str(tmp_path / "env"))
+    assert open_cache("default").root == tmp_path / "env"
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS, errno.EACCES])

@@ -17,6 +17,18 @@ from tests.fakes import N_LAYERS, SIGNAL_LAYER, PlantedModel
 FIXTURES = str(Path(__file__).parent / "task_fixtures")
 
 
+def _fixture_variant(tmp_path: Path, name: str, *replacements: tuple[str, str]) -> TaskManager:
+    """A task manager over a copy of fake_planted.yaml, saved as NAME.yaml with text replaced."""
+    folder = tmp_path / "tasks"
+    folder.mkdir(exist_ok=True)
+    text = (Path(FIXTURES) / "fake_planted.yaml").read_text()
+    text = text.replace("../../task_yamls/", str(Path(FIXTURES).parent.parent / "task_yamls") + "/")
+    for old, new in replacements:
+        text = text.replace(old, new)
+    (folder / f"{name}.yaml").write_text(text)
+    return TaskManager("ERROR", include_path=str(folder), include_defaults=False)
+
+
 def _run(tasks, model=None, **kwargs):
     model = model or PlantedModel()
     manager = TaskManager("ERROR", include_path=FIXTURES, include_defaults=False)
@@ -94,17 +106,28 @@ def test_probe_spec_errors_name_the_fix():
         load_builder("lmms_probe_tasks.nope.builder")
 
 
+def test_a_builder_not_returning_built_docs_is_named_with_the_fix(tmp_path):
+    manager = _fixture_variant(
+        tmp_path,
+        "fake_bare",
+        ("task: fake_planted", "task: fake_bare"),
+        ("tests.fakes.planted_docs", "tests.fakes.bare_dataset"),
+    )
+    with pytest.raises(TypeError, match=r"builder 'tests.fakes.bare_dataset' returned Dataset, not a BuiltDocs"):
+        manager.load_task_or_group(["fake_bare"])
+
+
 def test_all_layers_are_fitted_once_per_task_not_per_row(monkeypatch):
-    from lmms_probe_tasks import protocol
+    from lmms_probe_tasks.harness import task
 
     calls = []
-    real = protocol.run_protocol
+    real = task.run_protocol
 
     def counting(x, *args, **kwargs):
         calls.append(x.shape)
         return real(x, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "run_protocol", counting)
+    monkeypatch.setattr(task, "run_protocol", counting)
     _run(["fake_planted", "fake_planted_multilabel"])
     assert calls == [(N_LAYERS + 1, 90, 8), (N_LAYERS + 1, 90, 8)]
 
@@ -112,20 +135,12 @@ def test_all_layers_are_fitted_once_per_task_not_per_row(monkeypatch):
 def test_prompt_override_per_model_type(monkeypatch, tmp_path):
     from lmms_probe_tasks.harness import doc_to_text
 
-    folder = tmp_path / "tasks"
-    folder.mkdir()
-    yaml = folder / "fake_planted.yaml"
-    yaml.write_text(
-        (Path(FIXTURES) / "fake_planted.yaml")
-        .read_text()
-        .replace("../../task_yamls/", str(Path(FIXTURES).parent.parent / "task_yamls") + "/")
-        .replace(
-            '    prompt: "Is it true? {text}"',
-            '    prompt: "Is it true? {text}"\n  llava:\n    prompt: "LLaVA: {text}"',
-        )
+    manager = _fixture_variant(
+        tmp_path,
+        "fake_planted",
+        ('    prompt: "Is it true? {text}"', '    prompt: "Is it true? {text}"\n  llava:\n    prompt: "LLaVA: {text}"'),
     )
     monkeypatch.setattr(transport, "ACTIVE_MODEL", {"model": "org/ckpt", "model_type": "llava"})
-    manager = TaskManager("ERROR", include_path=str(folder), include_defaults=False)
     task = manager.load_task_or_group(["fake_planted"])["fake_planted"]
     assert doc_to_text({"text": "x"}, task.lmms_eval_specific_kwargs) == "LLaVA: x"
     monkeypatch.setattr(transport, "ACTIVE_MODEL", {"model": "org/ckpt", "model_type": "qwen2_vl"})

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 
-from lmms_probe_tasks.harness import ProbeSpec, text_only_score
-from lmms_probe_tasks.report import ProbeReport, write_report
+from lmms_probe_tasks.harness import ProbeSpec
+from lmms_probe_tasks.probe import text_only_score
+from lmms_probe_tasks.report import ProbeReport, versions, write_report
 
 
 def _report(task: str, semantics: str, scores: list[float], **extraction) -> ProbeReport:
@@ -72,6 +73,12 @@ def test_cli_gen_kwargs_override_the_yaml_protocol():
     assert spec.protocol_config().n_seeds == 3 and spec.protocol_config().n_bootstrap == 50
     cli = spec.protocol_config({"probe_preset": "fast", "probe_seeds": 2, "probe_model": "mlp", "until": []})
     assert (cli.preset, cli.n_seeds, cli.probe) == ("fast", 2, "mlp")
+
+
+def test_versions_name_every_library_that_shapes_the_numbers():
+    found = versions()
+    assert {"python", "lmms-probe-tasks", "lmms-eval", "transformers", "torch", "scikit-learn"} <= set(found)
+    assert all(isinstance(v, str) and v for v in found.values())
 
 
 def test_folder_names_are_visible_and_flat():

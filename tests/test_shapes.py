@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 
 from lmms_probe_tasks.data import shapes as S
+from lmms_probe_tasks.data import shapes_scenes as SC
+from lmms_probe_tasks.data.contract import BuiltDocs
 
 
 @pytest.fixture(scope="module")
 def ent():
-    return S.entailment_docs()
+    return S.entailment_docs().docs
 
 
 @pytest.fixture(scope="module")
 def obj():
-    return S.object_docs()
+    return S.object_docs().docs
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +55,16 @@ def _oracle(record: S.EntailmentRecord) -> int:
 @pytest.mark.parametrize("builder", [S.entailment_docs, S.object_docs])
 @pytest.mark.parametrize(("n_train", "n_test"), [(240, 120), (7, 5), (1, 1), (13, 2)])
 def test_split_counts_are_exact(builder, n_train, n_test):
-    docs = builder(n_train=n_train, n_test=n_test)
+    docs = builder(n_train=n_train, n_test=n_test).docs
     assert len(docs) == n_train + n_test
     assert Counter(docs["probe_split"]) == {"train": n_train, "test": n_test}
+
+
+@pytest.mark.parametrize("builder", [S.entailment_docs, S.object_docs])
+def test_builders_return_the_contract_with_an_empty_report(builder):
+    built = builder(n_train=3, n_test=2)
+    assert isinstance(built, BuiltDocs) and built.report == {}
+    assert len(built.docs) == 5
 
 
 def test_columns_and_types(ent, obj):
@@ -92,8 +101,8 @@ def test_records_are_the_dataset_rows(ent, ent_records, obj, obj_records):
 
 @pytest.mark.parametrize("builder", [S.entailment_docs, S.object_docs])
 def test_deterministic_and_seed_dependent(builder):
-    a, b = builder(30, 15, seed=3), builder(30, 15, seed=3)
-    other = builder(30, 15, seed=4)
+    a, b = builder(30, 15, seed=3).docs, builder(30, 15, seed=3).docs
+    other = builder(30, 15, seed=4).docs
     text_cols = [c for c in a.column_names if c != "image"]
     for ra, rb in zip(a, b, strict=True):
         assert {c: ra[c] for c in text_cols} == {c: rb[c] for c in text_cols}
@@ -114,7 +123,7 @@ def test_growing_one_split_keeps_the_other(ent_records):
 @pytest.mark.parametrize("size", [32, 48, 64, 97])
 def test_images_are_rgb_of_the_requested_size(size):
     for builder in (S.entailment_docs, S.object_docs):
-        docs = builder(6, 3, image_size=size)
+        docs = builder(6, 3, image_size=size).docs
         for row in docs:
             assert row["image"].mode == "RGB"
             assert row["image"].size == (size, size)
@@ -195,10 +204,10 @@ def test_curtain_hides_hidden_shapes_entirely_and_no_visible_one(ent_records, si
         # No visible shape reaches under the curtain.
         x0, y0, x1, y1 = scene.curtain_box(size)
         bare = np.asarray(scene.render(size, include_hidden=False, draw_curtain=False))
-        assert (bare[y0 : y1 + 1, x0 : x1 + 1] == S.BACKGROUND_RGB).all()
+        assert (bare[y0 : y1 + 1, x0 : x1 + 1] == SC.BACKGROUND_RGB).all()
 
 
-def _centre_pixel(image: np.ndarray, shape: S.Shape) -> tuple[int, ...]:
+def _centre_pixel(image: np.ndarray, shape: SC.Shape) -> tuple[int, ...]:
     size = image.shape[0]
     cx = int((shape.box[0] + shape.box[2]) / 2 * size)
     cy = int((shape.box[1] + shape.box[3]) / 2 * size)
@@ -210,7 +219,7 @@ def test_shapes_are_drawn_in_their_colour(ent, ent_records, obj, obj_records):
         for row, record in list(zip(docs, records, strict=True))[:60]:
             image = np.asarray(row["image"])
             for shape in record.scene.shapes:
-                expected = S.CURTAIN_RGB if shape.hidden else S.COLOUR_RGB[shape.colour]
+                expected = SC.CURTAIN_RGB if shape.hidden else SC.COLOUR_RGB[shape.colour]
                 assert _centre_pixel(image, shape) == expected
 
 

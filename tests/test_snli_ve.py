@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import datasets
 import pytest
 from loguru import logger
 
+from lmms_probe_tasks.data import images as img
 from lmms_probe_tasks.data import snli_ve as S
+from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
 from tests.datasets_fixtures import SnliFixture, write_snli_ve, write_snli_ve_hub
 
 
@@ -38,7 +41,8 @@ def _gold(fx: SnliFixture) -> dict[tuple[str, str], str]:
 
 @pytest.mark.parametrize(("n_train", "n_test"), [(30, 12), (7, 5), (1, 1)])
 def test_counts_balance_labels_and_disjoint_images(fx, n_train, n_test):
-    ds, report = S.snli_ve_docs(n_train=n_train, n_test=n_test, snli_ve_dir=str(fx.root))
+    built = S.snli_ve_docs(n_train=n_train, n_test=n_test, snli_ve_dir=str(fx.root))
+    ds, report = built.docs, built.report
     assert len(ds) == n_train + n_test and len(set(ds["uid"])) == len(ds)
     assert Counter(ds["probe_split"]) == {"train": n_train, "test": n_test}
     assert tuple(ds.features["label"].names) == ("entailment", "neutral", "contradiction")
@@ -58,15 +62,23 @@ def test_counts_balance_labels_and_disjoint_images(fx, n_train, n_test):
         assert report["splits"][split]["used"] == n
 
 
+def test_builder_returns_the_contract(fx):
+    built = S.snli_ve_docs(n_train=4, n_test=2, snli_ve_dir=str(fx.root))
+    assert isinstance(built, BuiltDocs)
+    check_docs("snli_ve", built.docs, "label")
+    json.dumps(built.report)  # plain data: it goes into the artifact JSON
+
+
 def test_same_seed_same_docs(fx):
-    a, _ = S.snli_ve_docs(n_train=12, n_test=6, seed=1, snli_ve_dir=str(fx.root))
-    b, _ = S.snli_ve_docs(n_train=12, n_test=6, seed=1, snli_ve_dir=str(fx.root))
-    c, _ = S.snli_ve_docs(n_train=12, n_test=6, seed=2, snli_ve_dir=str(fx.root))
+    a = S.snli_ve_docs(n_train=12, n_test=6, seed=1, snli_ve_dir=str(fx.root)).docs
+    b = S.snli_ve_docs(n_train=12, n_test=6, seed=1, snli_ve_dir=str(fx.root)).docs
+    c = S.snli_ve_docs(n_train=12, n_test=6, seed=2, snli_ve_dir=str(fx.root)).docs
     assert a["uid"] == b["uid"] and a["text"] == b["text"] and a["uid"] != c["uid"]
 
 
 def test_bad_items_are_skipped_counted_and_warned_once(fx, warnings_seen):
-    ds, report = S.snli_ve_docs(n_train=10_000, n_test=3, snli_ve_dir=str(fx.root))
+    built = S.snli_ve_docs(n_train=10_000, n_test=3, snli_ve_dir=str(fx.root))
+    ds, report = built.docs, built.report
     skipped = report["splits"]["train"]["skipped"]
     assert skipped["unknown_label"]["count"] == 1 and "'-'" in skipped["unknown_label"]["examples"][0]
     assert skipped["empty_hypothesis"]["count"] == 1
@@ -89,7 +101,8 @@ def test_bad_items_are_skipped_counted_and_warned_once(fx, warnings_seen):
 def test_a_test_image_also_in_train_is_dropped(tmp_path):
     fixture = write_snli_ve(tmp_path / "snli", shared_test_image=True, dash_labels=0, blank_hypotheses=0)
     shared = fixture.records["test"][0]["Flickr30K_ID"]
-    ds, report = S.snli_ve_docs(n_train=100, n_test=100, snli_ve_dir=str(fixture.root))
+    built = S.snli_ve_docs(n_train=100, n_test=100, snli_ve_dir=str(fixture.root))
+    ds, report = built.docs, built.report
     assert report["splits"]["test"]["skipped"]["image_in_train"]["count"] == 6
     test_ids = {i for s, i in zip(ds["probe_split"], ds["image_id"], strict=True) if s == "test"}
     assert shared not in test_ids and test_ids
@@ -109,8 +122,10 @@ def test_missing_folder_and_files_raise_with_the_fix(fx, tmp_path, monkeypatch):
 def test_hub_layout_gives_the_same_docs_as_the_release(tmp_path):
     fixture = write_snli_ve(tmp_path / "snli")  # with a "-" label and a blank hypothesis, no bad images
     hub = write_snli_ve_hub(tmp_path / "hub", fixture)
-    local, local_report = S.snli_ve_docs(n_train=24, n_test=9, snli_ve_dir=str(fixture.root))
-    remote, report = S.snli_ve_docs(n_train=24, n_test=9, source="hub", hub_dataset=str(hub))
+    built = S.snli_ve_docs(n_train=24, n_test=9, snli_ve_dir=str(fixture.root))
+    local, local_report = built.docs, built.report
+    built = S.snli_ve_docs(n_train=24, n_test=9, source="hub", hub_dataset=str(hub))
+    remote, report = built.docs, built.report
     assert report["source"] == {"kind": "hub", "dataset": str(hub)}
     assert remote.features == local.features
     assert remote.remove_columns("image").to_list() == local.remove_columns("image").to_list()
@@ -126,12 +141,14 @@ def test_hub_streams_only_the_selected_images(tmp_path, monkeypatch):
     fixture = write_snli_ve(tmp_path / "snli", images={"train": 30, "dev": 1, "test": 10})
     hub = write_snli_ve_hub(tmp_path / "hub", fixture)
     stored: list[str] = []
-    real = S.store_image_bytes
-    monkeypatch.setattr(S, "store_image_bytes", lambda data, folder, key: stored.append(key) or real(data, folder, key))
+    real = img.store_image_bytes
+    monkeypatch.setattr(
+        img, "store_image_bytes", lambda data, folder, key: stored.append(key) or real(data, folder, key)
+    )
     passes: list[list[str]] = []
     real_open = S.open_stream
     monkeypatch.setattr(S, "open_stream", lambda *a, **k: passes.append(a[2]) or real_open(*a, **k))
-    ds, _ = S.snli_ve_docs(n_train=3, n_test=3, source="hub", hub_dataset=str(hub))
+    ds = S.snli_ve_docs(n_train=3, n_test=3, source="hub", hub_dataset=str(hub)).docs
     assert set(ds["image_id"]) <= {k.removesuffix(".jpg") for k in stored}
     assert len(stored) == len(set(stored)) < 40  # each image once, far from all 40
     assert passes.count(["filename", "image"]) == 2  # one image pass per split, all labels at once

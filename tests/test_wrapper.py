@@ -75,6 +75,18 @@ def test_batch_size_and_padding_do_not_change_features(wrapper):
         np.testing.assert_allclose(batched.astype(np.float32), alone.astype(np.float32), atol=2e-3, rtol=2e-3)
 
 
+def test_processor_without_chat_template_gets_the_fallback_layout(wrapper, monkeypatch):
+    """The documented fallback (``<image>\\n{text}``) is what the wrapper runs, and the processor takes it."""
+    assert wrapper.meta["prompt_format"] == "chat_template"
+    templated = wrapper.build_prompt("Is it red?", 1)
+    assert "<image>" in templated and "Is it red?" in templated and templated != "<image>\nIs it red?"
+    monkeypatch.setattr(wrapper.processor, "chat_template", None)
+    assert wrapper.build_prompt("Is it red?", 1) == "<image>\nIs it red?"
+    texts, images = _docs(2)
+    feats = wrapper.extract(wrapper._inputs(texts, images))
+    assert feats.shape == (2, wrapper.meta["n_layers"] + 1, wrapper.meta["hidden_size"])
+
+
 def test_random_init_differs_and_is_recorded(tiny, wrapper):
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
@@ -91,11 +103,11 @@ def test_random_init_differs_and_is_recorded(tiny, wrapper):
 
 
 def test_a_family_without_a_findable_decoder_fails_before_data(tiny, monkeypatch):
-    from lmms_probe_tasks import families
+    from lmms_probe_tasks.extract import families
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
     broken = families.Family(decoder_layers="nowhere.layers", final_norm="nowhere.norm")
     monkeypatch.setattr(families, "lookup", lambda config: broken)
-    monkeypatch.setattr("lmms_probe_tasks.extract._LAYER_LIST_NAMES", ("no_such_list",))
+    monkeypatch.setattr("lmms_probe_tasks.extract.layers._LAYER_LIST_NAMES", ("no_such_list",))
     with pytest.raises(ValueError, match="no decoder layer list found"):
         HiddenStates(pretrained=str(tiny))

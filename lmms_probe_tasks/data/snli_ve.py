@@ -1,10 +1,11 @@
 """Build the SNLI-VE probe task (does the image entail, leave open or contradict a hypothesis?).
 
-``snli_ve_docs`` returns ``(datasets.Dataset, report)``: one seeded, stratified shuffle of
-probe-train documents (SNLI-VE **train**) and probe-test documents (SNLI-VE **test**).
-SNLI-VE's official splits are image-disjoint; the builder also drops (and counts, as
-``image_in_train``) any test item whose Flickr30k image occurs anywhere in the train split,
-so no image is on both sides whatever copy is used. The dev split is not used.
+``snli_ve_docs`` returns a :class:`~lmms_probe_tasks.data.contract.BuiltDocs`: one seeded,
+stratified shuffle of probe-train documents (SNLI-VE **train**) and probe-test documents
+(SNLI-VE **test**), and the data report. SNLI-VE's official splits are image-disjoint; the
+builder also drops (and counts, as ``image_in_train``) any test item whose Flickr30k image
+occurs anywhere in the train split, so no image is on both sides whatever copy is used.
+The dev split is not used.
 
 Documents
     One per (image, hypothesis) pair: ``text`` = the hypothesis (SNLI ``sentence2``),
@@ -44,34 +45,38 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import datasets
-import numpy as np
 
-from lmms_probe_tasks.data.common import (
-    CORRUPT_IMAGE,
+from lmms_probe_tasks.data.contract import N_TEST, N_TRAIN, BuiltDocs, check_sizes
+from lmms_probe_tasks.data.images import (
     MISSING_IMAGE,
-    SPLITS,
     Fetched,
-    SkipLog,
-    batch_target,
     check_image_files,
-    check_sizes,
-    counts,
     image_cache_dir,
-    label_quotas,
+    store_streamed_images,
+)
+from lmms_probe_tasks.data.reports import (
+    SkipLog,
+    doc_features,
+    doc_row,
+    finish_docs,
+    label_counts,
+    split_head,
+    start_report,
+)
+from lmms_probe_tasks.data.sampling import SPLITS, label_quotas, seeded_rng
+from lmms_probe_tasks.data.sources import (
+    batch_target,
+    one_doc,
     open_stream,
     require_file,
     resolve_source,
-    seeded_rng,
     select_in_order,
-    store_image_bytes,
-    stratified_order,
-    summarize_problems,
 )
 
 #: Label ids 0, 1, 2 in SNLI-VE's (and the hub copy's) order.
@@ -168,6 +173,11 @@ def _hub_split(hub_dataset: str, split: str) -> _Split:
     return out
 
 
+def _image_id_of(row: Mapping[str, Any]) -> str:
+    """Return the Flickr30k id of a hub row: its ``filename`` without the extension."""
+    return PurePosixPath(str(row["filename"])).stem
+
+
 class _Images:
     """Fetches images by Flickr30k id, each at most once, from the local folder or the hub copy."""
 
@@ -196,7 +206,6 @@ class _Images:
 
     def _hub(self, ids: list[str]) -> dict[str, Fetched]:
         # Filter on the filename values exactly as the text pass read them.
-        wanted = set(ids)
         filenames = sorted(self.filenames.get(i, f"{i}.jpg") for i in ids)
         rows = open_stream(
             self.hub_dataset,
@@ -206,26 +215,64 @@ class _Images:
             filters=[("filename", "in", filenames)],
         )
         folder = image_cache_dir(self.hub_dataset, f"snli_ve_{self.split}")
-        out: dict[str, Fetched] = {}
-        for row in rows:
-            image_id = PurePosixPath(str(row["filename"])).stem
-            if image_id not in wanted or image_id in out:
-                continue
-            data = (row["image"] or {}).get("bytes")
-            out[image_id] = store_image_bytes(data, folder, f"{image_id}.jpg") if data else CORRUPT_IMAGE
-            if len(out) == len(wanted):
-                break
-        return out
+        return store_streamed_images(rows, _image_id_of, set(ids), folder, ".jpg")
+
+
+def _load(root: Path | None, hub_dataset: str) -> dict[str, _Split]:
+    """Read both splits' usable items; drop (and count) test items whose image is in train."""
+    loaded = {split: (_local_split(root, split) if root else _hub_split(hub_dataset, split)) for split in SPLITS}
+    # Official splits are image-disjoint; enforce it for any copy.
+    train_images = loaded["train"].image_ids
+    kept = []
+    for item in loaded["test"].items:
+        if item.image_id in train_images:
+            loaded["test"].skips.add("image_in_train", item.key)
+        else:
+            kept.append(item)
+    loaded["test"].items = kept
+    return loaded
+
+
+def _split_docs(
+    part: _Split, root: Path | None, hub_dataset: str, seed: int, n: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Draw one split's label-balanced docs (``n`` or fewer), fetching only their images; return them and the report."""
+    split = part.split
+    by_key = {item.key: item for item in part.items}
+    fetch = _Images(root, hub_dataset, split, {key: item.image_id for key, item in by_key.items()}, part.filenames)
+    rng = seeded_rng(seed, _SALT["pick"], split)
+    quotas = label_quotas(n, len(LABELS))
+    orders = []
+    for label in range(len(LABELS)):
+        members = [item.key for item in part.items if item.label == label]
+        orders.append([members[i] for i in rng.permutation(len(members))])
+    # One image pass for all three labels (the hub streams the image column per pass);
+    # the walks below then hit the cache unless bad images call for more candidates.
+    fetch([key for order, quota in zip(orders, quotas, strict=True) for key in order[: math.ceil(batch_target(quota))]])
+    docs: list[dict[str, Any]] = []
+    for order, quota in zip(orders, quotas, strict=True):
+        chosen, images = select_in_order(order, quota, one_doc, fetch, part.skips)
+        for key in chosen:
+            item = by_key[key]
+            uid = f"snli-ve-{split}-{item.index:07d}"
+            docs.append(doc_row(uid, split, images[key], item.image_id, item.hypothesis, label=item.label))
+    report = {
+        **split_head(SOURCE_SPLITS[split], n, docs),
+        "usable_items": len(part.items),
+        "label_counts": label_counts((d["label"] for d in docs), LABELS),
+        "skipped": part.skips.to_dict(),
+    }
+    return docs, report
 
 
 def snli_ve_docs(
-    n_train: int = 10_000,
-    n_test: int = 2_000,
+    n_train: int = N_TRAIN,
+    n_test: int = N_TEST,
     seed: int = 0,
     source: str = "auto",
     snli_ve_dir: str | None = None,
     hub_dataset: str = HUB_DATASET,
-) -> tuple[datasets.Dataset, dict[str, Any]]:
+) -> BuiltDocs:
     """Build the SNLI-VE task: label-balanced (image, hypothesis) pairs (see the module docstring).
 
     Args:
@@ -251,86 +298,11 @@ def snli_ve_docs(
     origin: dict[str, Any] = (
         {"kind": "local", "snli_ve_dir": str(root)} if root else {"kind": "hub", "dataset": hub_dataset}
     )
-    loaded = {split: (_local_split(root, split) if root else _hub_split(hub_dataset, split)) for split in SPLITS}
-    # Official splits are image-disjoint; enforce it for any copy.
-    train_images = loaded["train"].image_ids
-    kept = []
-    for item in loaded["test"].items:
-        if item.image_id in train_images:
-            loaded["test"].skips.add("image_in_train", item.key)
-        else:
-            kept.append(item)
-    loaded["test"].items = kept
-
-    report: dict[str, Any] = {
-        "task": "snli_ve",
-        "source": origin,
-        "params": {"n_train": n_train, "n_test": n_test, "seed": seed},
-        "splits": {},
-    }
-    rows: list[dict] = []
-    for split, n in (("train", n_train), ("test", n_test)):
-        part = loaded[split]
-        by_key = {item.key: item for item in part.items}
-        fetch = _Images(root, hub_dataset, split, {key: item.image_id for key, item in by_key.items()}, part.filenames)
-        rng = seeded_rng(seed, _SALT["pick"], split)
-        quotas = label_quotas(n, len(LABELS))
-        orders = []
-        for label in range(len(LABELS)):
-            members = [item.key for item in part.items if item.label == label]
-            orders.append([members[i] for i in rng.permutation(len(members))])
-        # One image pass for all three labels (the hub streams the image column per pass);
-        # the walks below then hit the cache unless bad images call for more candidates.
-        fetch(
-            [
-                key
-                for order, quota in zip(orders, quotas, strict=True)
-                for key in order[: math.ceil(batch_target(quota))]
-            ]
-        )
-        docs: list[dict] = []
-        for order, quota in zip(orders, quotas, strict=True):
-            chosen, images = select_in_order(order, quota, _one, fetch, part.skips)
-            for key in chosen:
-                item = by_key[key]
-                docs.append(
-                    {
-                        "uid": f"snli-ve-{split}-{item.index:07d}",
-                        "probe_split": split,
-                        "image": images[key],
-                        "image_id": item.image_id,
-                        "text": item.hypothesis,
-                        "label": item.label,
-                    }
-                )
-        rows.extend(docs)
-        report["splits"][split] = {
-            "source_split": SOURCE_SPLITS[split],
-            "requested": n,
-            "used": len(docs),
-            "images": len({d["image_id"] for d in docs}),
-            "usable_items": len(part.items),
-            "label_counts": counts((d["label"] for d in docs), LABELS),
-            "skipped": part.skips.to_dict(),
-        }
-
-    order = stratified_order(
-        np.random.default_rng([seed, _SALT["order"], 2]), [(r["probe_split"], r["label"]) for r in rows]
-    )
-    rows = [rows[i] for i in order]
-    report["warnings"] = summarize_problems("snli_ve_docs", report["splits"])
-    features = datasets.Features(
-        {
-            "uid": datasets.Value("string"),
-            "probe_split": datasets.Value("string"),
-            "image": datasets.Image(),
-            "image_id": datasets.Value("string"),
-            "text": datasets.Value("string"),
-            "label": datasets.ClassLabel(names=list(LABELS)),
-        }
-    )
-    return datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in features}, features=features), report
-
-
-def _one(key: str) -> int:
-    return 1
+    loaded = _load(root, hub_dataset)
+    report = start_report("snli_ve", origin, {"n_train": n_train, "n_test": n_test, "seed": seed})
+    rows: list[dict[str, Any]] = []
+    for split, n in zip(SPLITS, (n_train, n_test), strict=True):
+        docs, report["splits"][split] = _split_docs(loaded[split], root, hub_dataset, seed, n)
+        rows += docs
+    features = doc_features({"label": datasets.ClassLabel(names=list(LABELS))})
+    return finish_docs("snli_ve_docs", rows, features, seed, _SALT["order"], "label", report)

@@ -1,15 +1,15 @@
-"""The ``hidden_states`` lmms-eval model: probe requests -> per-layer features; other requests -> greedy text.
+"""The ``hidden_states`` lmms-eval model: routes probe requests to feature extraction, others to generation.
 
 One wrapper serves both kinds of request so probing joins an existing eval suite in
 one run: a request whose ``generation_kwargs`` carry ``probe: true`` (set by the
 probe tasks' template) gets one forward pass and a feature key as its response;
-any other request is answered by greedy generation.
+any other request is answered by greedy generation. The work lives in
+:mod:`lmms_probe_tasks.extract` (checks, loading, prompts, capture) and
+:mod:`lmms_probe_tasks.transport` (store, feature cache); this class routes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any
 
 from lmms_eval.api.instance import Instance
@@ -17,81 +17,25 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from lmms_probe_tasks import __version__, families, transport
-from lmms_probe_tasks.extract import check_pooling, extract_batch, find_decoder, parse_layers
-from lmms_probe_tasks.feature_cache import FeatureCache, default_root, doc_key, image_digest
+from lmms_probe_tasks import transport
+from lmms_probe_tasks.extract import check_pooling, extract_batch, families, find_decoder, parse_layers
+from lmms_probe_tasks.extract.generation import greedy_generate, stop_sequences
+from lmms_probe_tasks.extract.loading import check_decoder, load_config, load_processor, load_weights
+from lmms_probe_tasks.extract.prompts import BLINDS, FALLBACK_LAYOUT, blind_images, build_prompt
+from lmms_probe_tasks.extract.settings import (
+    DTYPES,
+    INITS,
+    cache_fingerprint,
+    check_batch_size,
+    check_choice,
+    check_image_pooling,
+    check_model_args,
+    extraction_meta,
+    resolve_dtype,
+)
+from lmms_probe_tasks.transport import doc_key, image_digest, open_cache
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-INITS = ("pretrained", "random")
-BLINDS = ("none", "blank", "noimage")
-#: Prompt layout used when a chat-template family's processor has no chat template: one
-#: image token per image on its own line, then the task's text (the LLaVA-1.5 convention).
-FALLBACK_LAYOUT = "{image_tokens}\n{text}"
-
-
-def _check_pretrained(pretrained: str, revision: str, trust_remote_code: bool) -> Any:
-    """Load the config, turning hub/disk failures and wrong model kinds into one clear error."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    fix = (
-        "Fix: give an existing checkpoint folder (config.json inside) or a hub id such as "
-        "llava-hf/llava-1.5-7b-hf (with network access or a filled HF cache)."
-    )
-    looks_local = pretrained.startswith((".", "/", "~"))  # hub ids never start so
-    if looks_local and not os.path.isdir(os.path.expanduser(pretrained)):
-        raise ValueError(f"pretrained={pretrained!r}: no such checkpoint folder. {fix}")
-    try:
-        config = AutoConfig.from_pretrained(pretrained, revision=revision, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # OSError, ValueError, HF errors: all mean "cannot load that name"
-        if "trust_remote_code" in str(exc) and not trust_remote_code:
-            raise ValueError(
-                f"pretrained={pretrained!r} ships its own model code, which is not run unless you allow it. "
-                "Fix: add trust_remote_code=true to --model_args if you trust that checkpoint's code."
-            ) from None
-        where = "local folder" if os.path.isdir(pretrained) else "hub id or local folder"
-        raise ValueError(
-            f"pretrained={pretrained!r} could not be loaded as a {where}: {str(exc).splitlines()[0]} {fix}"
-        ) from None
-    model_type = getattr(config, "model_type", None)
-    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES and not trust_remote_code:
-        raise ValueError(
-            f"pretrained={pretrained!r} is a {model_type!r} checkpoint, not an image-text model: "
-            "the hidden_states model needs a checkpoint loadable with AutoModelForImageTextToText "
-            f"(e.g. {', '.join(sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)[:8])}, ...)."
-        )
-    return config
-
-
-def _check_decoder(config: Any, family: Any, trust_remote_code: bool) -> None:
-    """Find the probed stack on a weightless copy of the architecture (``meta`` device).
-
-    The weights load lazily (maybe never, with a full feature cache), so this is how a family
-    whose decoder cannot be found fails before any data work instead of after it.
-
-    Raises:
-        ValueError: Naming the model type and what was looked for.
-    """
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    try:
-        with torch.device("meta"):
-            skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # an architecture transformers cannot build is reported at load time instead
-        logger.debug(f"skipping the early decoder check for {config.model_type!r}: {exc}")
-        return
-    find_decoder(skeleton, family)
-
-
-def _resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not supported; valid: {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
+__all__ = ["BLINDS", "DTYPES", "FALLBACK_LAYOUT", "INITS", "HiddenStates"]
 
 
 class HiddenStates(lmms):
@@ -139,111 +83,71 @@ class HiddenStates(lmms):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if kwargs:
-            raise ValueError(
-                f"unknown model_args {sorted(kwargs)} for --model hidden_states; valid: pretrained, revision, "
-                "dtype, device, device_map, batch_size, pooling, layers, init, seed, blind, feature_cache, "
-                "trust_remote_code, max_new_tokens"
-            )
+        # Cheap arguments first, then the config; the weights load on first use.
+        check_model_args(kwargs)
+        self.pooling = check_pooling(str(pooling))
+        self.batch_size_per_gpu = check_batch_size(batch_size)
+        self._init, self._seed = check_choice("init", init, INITS), int(seed)
+        self.blind = check_choice("blind", blind, BLINDS, " (none = with the image)")
+        self._pretrained, trust = str(pretrained), bool(trust_remote_code)
+        self._config = load_config(self._pretrained, str(revision), trust)
+        self.layers = parse_layers(layers, int(self._config.get_text_config().num_hidden_layers))
+        self.family = families.lookup(self._config)
+        check_image_pooling(self.pooling, self._config, self.family, self.blind)
+        check_decoder(self._config, self.family, trust)
+
+        self._place(device, device_map)
+        self.torch_dtype = resolve_dtype(str(dtype), str(self._device))
+        self._load_kwargs: dict[str, Any] = {
+            "revision": revision,
+            "dtype": self.torch_dtype,
+            "trust_remote_code": trust,
+        }
+        if device_map and self.accelerator.num_processes == 1:
+            self._load_kwargs["device_map"] = device_map
+        self._model: Any = None  # loaded on the first document the feature cache does not hold
+        self._decoder: Any = None
+        self.processor = load_processor(self._pretrained, revision, trust)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.max_new_tokens = int(max_new_tokens)
+        self._describe(str(revision), feature_cache)
+
+    def _place(self, device: str | None, device_map: str | None) -> None:
+        """Pick this process's device (and rank, under data parallel)."""
         import torch
         from accelerate import Accelerator
-        from transformers import AutoProcessor
-        from transformers import __version__ as transformers_version
 
-        # Validate cheap arguments before touching the checkpoint.
-        self.pooling = check_pooling(str(pooling))
-        self.batch_size_per_gpu = int(batch_size)
-        if self.batch_size_per_gpu < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not supported; valid: {', '.join(INITS)}")
-        if blind not in BLINDS:
-            raise ValueError(f"blind={blind!r} is not supported; valid: {', '.join(BLINDS)} (none = with the image)")
-        self.blind = blind
-        pretrained = str(pretrained)
-        config = _check_pretrained(pretrained, str(revision), bool(trust_remote_code))
-        text_config = config.get_text_config()
-        n_layers = int(text_config.num_hidden_layers)
-        self.layers = parse_layers(layers, n_layers)
-        self.family = families.lookup(config)
-        no_positions = self.family.image_positions == "cross_attention" or (
-            self.family.image_positions == "image_token_id" and getattr(config, "image_token_id", None) is None
-        )
-        if self.pooling in ("image", "text") and (no_positions or blind == "noimage"):
-            why = (
-                "blind=noimage puts no image in the prompt"
-                if blind == "noimage"
-                else (f"no sequence position of a {config.model_type!r} model holds image features")
-            )
-            raise ValueError(f"pooling={self.pooling!r} needs image-token positions, but {why}; valid here: last, mean")
-
-        _check_decoder(config, self.family, bool(trust_remote_code))
-
-        accelerator = Accelerator()
-        if accelerator.num_processes > 1:
+        self.accelerator = Accelerator()
+        if self.accelerator.num_processes > 1:
             # Data parallel (accelerate launch / torchrun): one full copy per rank.
             if device_map:
                 raise ValueError(
                     "device_map cannot be combined with data parallel; use one process with device_map=auto"
                 )
-            self._device = accelerator.device
-            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
+            self._device = self.accelerator.device
+            self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         else:
             self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.accelerator = accelerator
-        torch_dtype = _resolve_dtype(str(dtype), str(self._device))
 
-        self._load_kwargs: dict[str, Any] = {
-            "revision": revision,
-            "dtype": torch_dtype,
-            "trust_remote_code": bool(trust_remote_code),
-        }
-        if device_map and accelerator.num_processes == 1:
-            self._load_kwargs["device_map"] = device_map
-        self._pretrained, self._config, self._init, self._seed = pretrained, config, init, int(seed)
-        self._model: Any = None  # loaded on the first document the feature cache does not hold
-        self._decoder: Any = None
-        self.processor = AutoProcessor.from_pretrained(
-            pretrained, revision=revision, trust_remote_code=bool(trust_remote_code)
+    def _describe(self, revision: str, feature_cache: str | None) -> None:
+        """Record the extraction settings (results, task prompts) and open the feature cache."""
+        self.meta = extraction_meta(
+            self._pretrained,
+            revision,
+            self._config,
+            self.torch_dtype,
+            init=self._init,
+            seed=self._seed,
+            pooling=self.pooling,
+            layers=self.layers,
+            blind=self.blind,
+            family=self.family,
+            processor=self.processor,
         )
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        # Right padding: real tokens keep positions 0..n-1, so a causal decoder gives each
-        # document the same states alone or in a batch; pooling reads the attention mask.
-        self.tokenizer.padding_side = "right"
-        self.max_new_tokens = int(max_new_tokens)
-        self.torch_dtype = torch_dtype
-        self.meta = {
-            "model": pretrained,
-            "revision": str(revision),
-            "model_type": config.model_type,
-            "dtype": str(torch_dtype).replace("torch.", ""),
-            "init": init if init == "pretrained" else f"random (seed {int(seed)})",
-            "pooling": self.pooling,
-            "n_layers": n_layers,
-            "layers": list(self.layers),
-            "hidden_size": int(text_config.hidden_size),
-            "layer_0": "input embeddings of the language decoder (image features in place)",
-            "last_layer": "decoder output after the final norm (transformers' hidden_states convention)",
-            "blind": blind,
-            "stack": self.family.stack,
-            "prompt_format": self._prompt_format(),
-            "family_notes": self.family.notes,
-        }
         transport.ACTIVE_MODEL.clear()
         transport.ACTIVE_MODEL.update(self.meta)
-        cache_off = feature_cache is None or str(feature_cache).lower() in ("none", "off", "false", "")
-        self.cache = (
-            None if cache_off else FeatureCache(default_root() if feature_cache == "default" else str(feature_cache))
-        )
-        self.fingerprint = {
-            **{
-                k: self.meta[k] for k in ("model", "model_type", "dtype", "init", "pooling", "layers", "blind", "stack")
-            },
-            # The resolved commit when loaded from the hub; the config hash catches local edits.
-            "revision": getattr(config, "_commit_hash", None) or str(revision),
-            "config_sha256": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest(),
-            "versions": {"lmms-probe-tasks": __version__, "transformers": transformers_version},
-        }
+        self.cache = open_cache(feature_cache)
+        self.fingerprint = cache_fingerprint(self.meta, self._config, revision)
         self.meta["feature_cache"] = {
             "root": str(self.cache.root) if self.cache else None,
             "stats": self.cache.stats if self.cache else {},
@@ -254,22 +158,8 @@ class HiddenStates(lmms):
         """Load (or randomly initialise) the weights, once."""
         if self._model is not None:
             return self._model
-        import torch
-        from transformers import AutoModelForImageTextToText
-
-        kwargs = dict(self._load_kwargs)
-        if self._init == "random":
-            # Same architecture and config, fresh weights: what probing results must beat.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                model = AutoModelForImageTextToText.from_config(
-                    self._config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"]
-                )
-            kwargs.pop("device_map", None)
-        else:
-            model = AutoModelForImageTextToText.from_pretrained(self._pretrained, **kwargs)
-        model.eval()
-        if "device_map" in kwargs:
+        model = load_weights(self._pretrained, self._config, self._load_kwargs, self._init, self._seed)
+        if "device_map" in self._load_kwargs and self._init != "random":
             self._device = model.device  # where the embeddings live: inputs go there
         else:
             model.to(self._device)
@@ -293,18 +183,8 @@ class HiddenStates(lmms):
         """Documents per forward pass."""
         return self.batch_size_per_gpu
 
-    def _prompt_format(self) -> str:
-        if self.family.prompt == "chat_template":
-            return "chat_template" if getattr(self.processor, "chat_template", None) else "fallback: " + FALLBACK_LAYOUT
-        return {"text": "bare text (the processor inserts the image slots)"}.get(
-            self.family.prompt, "image token(s) then text"
-        )
-
     def build_prompt(self, text: str, n_images: int) -> str:
-        """Lay out the prompt the way the model family expects (see :mod:`lmms_probe_tasks.families`).
-
-        Chat-template families get the processor's chat template (images first, then the
-        text, then the generation prompt); without a template, :data:`FALLBACK_LAYOUT`.
+        """Lay out the prompt the way the model family expects (:func:`~lmms_probe_tasks.extract.prompts.build_prompt`).
 
         Args:
             text: The task's text for this document.
@@ -313,26 +193,11 @@ class HiddenStates(lmms):
         Returns:
             The prompt string, ending where the assistant's answer would begin.
         """
-        if self.family.prompt == "chat_template" and not getattr(self.processor, "chat_template", None):
-            image_token = getattr(self.processor, "image_token", None) or "<image>"
-            return (
-                FALLBACK_LAYOUT.format(image_tokens=" ".join([image_token] * n_images), text=text) if n_images else text
-            )
-        return families.build_prompt(self.processor, self.family, text, n_images)
-
-    def _visuals(self, images: list[list[Any]]) -> list[list[Any]]:
-        """Apply the ``blind`` baseline to a batch's images."""
-        if self.blind == "noimage":
-            return [[] for _ in images]
-        if self.blind == "blank":
-            from PIL import Image
-
-            return [[Image.new("RGB", im.size, (128, 128, 128)) for im in per_doc] for per_doc in images]
-        return images
+        return build_prompt(self.processor, self.family, text, n_images)
 
     def _prepare(self, text: str, images: list[Any]) -> tuple[str, list[Any]]:
         """The exact prompt and (blind-mode) images one document is run with."""
-        (images,) = self._visuals([images])
+        (images,) = blind_images([images], self.blind)
         return self.build_prompt(text, len(images)), images
 
     def _inputs(self, texts: list[str], images: list[list[Any]]) -> Any:
@@ -358,6 +223,7 @@ class HiddenStates(lmms):
         forward = families.forward_kwargs(model, self.family, inputs)
         return extract_batch(model, forward, self.pooling, self.layers, image_mask, self._decoder)
 
+    # -- request routing ----------------------------------------------------
     def _doc(self, request: Instance) -> tuple[str, dict, list]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         doc = self.task_dict[task][split][doc_id]
@@ -383,7 +249,7 @@ class HiddenStates(lmms):
 
     def _answer_probes(self, requests: list[Instance], index: list[int], responses: list, bar: Any) -> None:
         """Fill ``responses[index[j]]`` with feature keys: cached documents first, the rest in batches."""
-        todo = []  # (response slot, cache key, prompt, images) of documents to compute
+        todo = []  # (response slot, request, cache key, prompt, images) of documents to compute
         for slot, request in zip(index, requests):
             context, _, visuals = self._doc(request)
             prompt, images = self._prepare(context, visuals)
@@ -416,30 +282,13 @@ class HiddenStates(lmms):
         responses[slot] = transport.STORE.put(item, hint=f"{task}/{doc_id}")
 
     def _generate_one(self, request: Instance) -> str:
-        import torch
-
         context, gen_kwargs, visuals = self._doc(request)
         gen_kwargs = dict(gen_kwargs or {})
-        until = gen_kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
+        max_new_tokens = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
         inputs = self._inputs([context], [visuals])
-        inputs = {k: v for k, v in inputs.items() if k not in self.family.drop_inputs}
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        with torch.inference_mode():
-            out = self._load_model().generate(
-                **inputs,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
-                pad_token_id=pad_id,
-            )
-        # Decoder-only models echo the prompt; an encoder-decoder's output is only the answer.
-        start = 0 if self.family.decoder_input_ids else inputs["input_ids"].shape[1]
-        text = self.tokenizer.decode(out[0, start:], skip_special_tokens=True)
-        for stop in until:
-            if stop:
-                text = text.split(stop)[0]
-        return text
+        return greedy_generate(
+            self._load_model(), self.tokenizer, self.family, inputs, max_new_tokens, stop_sequences(gen_kwargs)
+        )
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Not offered: lmms-eval 0.7.3 turns outputs into strings, which breaks loglikelihood scoring."""

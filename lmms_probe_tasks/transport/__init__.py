@@ -1,0 +1,28 @@
+"""Transport: hands per-layer features from the model wrapper to the task (store, disk cache, stacking).
+
+:mod:`~lmms_probe_tasks.transport.store` carries one document's features from the
+wrapper's response to the task's ``process_results`` in the same process;
+:mod:`~lmms_probe_tasks.transport.feature_cache` keeps them on disk for resume and
+re-probing; :mod:`~lmms_probe_tasks.transport.stacking` stacks them layer-major for the
+probe core.
+"""
+
+from __future__ import annotations
+
+from lmms_probe_tasks.transport.feature_cache import FeatureCache, doc_key, image_digest, open_cache, read_verified
+from lmms_probe_tasks.transport.stacking import layer_major
+from lmms_probe_tasks.transport.store import ACTIVE_MODEL, KEY_PREFIX, STORE, DocFeatures, FeatureStore
+
+__all__ = [
+    "ACTIVE_MODEL",
+    "KEY_PREFIX",
+    "STORE",
+    "DocFeatures",
+    "FeatureCache",
+    "FeatureStore",
+    "doc_key",
+    "image_digest",
+    "layer_major",
+    "open_cache",
+    "read_verified",
+]

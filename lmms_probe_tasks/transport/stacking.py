@@ -1,0 +1,59 @@
+"""Stacks the documents' per-layer features into one layer-major array for the probe core."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from lmms_probe_tasks.transport.feature_cache import read_verified
+
+#: Default size above which :func:`layer_major` builds a ``numpy.memmap`` (2 GiB).
+MEMMAP_BYTES = 2 << 30
+
+
+def _features(item: dict) -> np.ndarray:
+    """One payload's ``[n_layers, hidden]`` array: carried along, or read from its cache file."""
+    if "x" in item:
+        return item["x"]
+    try:
+        return read_verified(item["x_path"])
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"feature cache file {item['x_path']} is not visible on this node: a multi-node run needs "
+            "feature_cache=<folder on a shared filesystem>, or feature_cache=none"
+        ) from None
+
+
+def layer_major(items: list[dict], memmap_bytes: int | None = None) -> np.ndarray:
+    """Stack the documents' ``[n_layers, hidden]`` float16 features into ``[n_layers, n_docs, hidden]``.
+
+    Each item carries its array (``x``) or the path of its feature-cache file (``x_path``).
+    The result stays float16 and is filled in place, one document at a time; above
+    ``memmap_bytes`` (default ``$LMMS_PROBE_MEMMAP_BYTES`` or 2 GiB) it is a ``numpy.memmap``
+    in a temporary file, so 50k docs x 33 layers x 4096 dims (13.5 GB) never sit in RAM.
+
+    Args:
+        items: The carrier payloads, in document order.
+        memmap_bytes: Size limit of an in-memory result, in bytes.
+
+    Returns:
+        The float16 array ``[n_layers, len(items), hidden]``.
+
+    Raises:
+        FileNotFoundError: A cache file another node wrote is not visible here.
+    """
+    first = _features(items[0])
+    shape = (first.shape[0], len(items), first.shape[1])
+    limit = memmap_bytes if memmap_bytes is not None else int(os.environ.get("LMMS_PROBE_MEMMAP_BYTES", MEMMAP_BYTES))
+    if np.prod(shape) * 2 > limit:
+        handle = tempfile.NamedTemporaryFile(prefix="lmms_probe_layers_", suffix=".f16", delete=False)
+        out: np.ndarray = np.memmap(handle.name, dtype=np.float16, mode="w+", shape=shape)
+        os.unlink(handle.name)  # the mapping keeps the data; the name goes now, the space when unmapped
+    else:
+        out = np.empty(shape, dtype=np.float16)
+    out[:, 0, :] = first
+    for i, item in enumerate(items[1:], start=1):
+        out[:, i, :] = _features(item)
+    return out
