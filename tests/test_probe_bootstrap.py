@@ -1,10 +1,11 @@
-"""Bootstrap of probe-test scores and the best-layer distribution."""
+"""Bootstrap of probe-test scores, and the best-layer probability read from it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lmms_probe_tasks.probe.bootstrap import best_layer_distribution, bootstrap_layer_scores
+from lmms_probe_tasks.probe.best_layer import best_layer_probability
+from lmms_probe_tasks.probe.bootstrap import bootstrap_layer_scores
 
 
 def test_bootstrap_and_best_layer_distribution():
@@ -14,5 +15,5 @@ def test_bootstrap_and_best_layer_distribution():
     preds = np.stack([np.stack([1 - y_test, good, good])])  # [1 seed, 3 layers, n]
     boot = bootstrap_layer_scores(preds, y_test, kind="multiclass", n_bootstrap=200, seed=0)
     assert boot.shape == (200, 3) and (boot[:, 0] == 0).all()
-    prob = best_layer_distribution(boot)
+    prob = best_layer_probability(boot.mean(0), boot)
     np.testing.assert_allclose(prob, [0, 0.5, 0.5])  # identical layers: every tie split evenly

@@ -72,6 +72,10 @@ def summarize(result: Any, rows: list[dict], metric: str, text_score: float) -> 
         "best_layer_distribution": {str(k): v for k, v in result.best_layer_prob.items()},
         "majority_baseline": result.majority_baseline,
         "text_only_score": text_score,
+        "control_reason": result.control_reason,
+        "control_shared": result.control_shared,
+        "interval": result.interval,
+        "C_at_grid_edge_layers": [layer for layer, edge in result.C_at_grid_edge.items() if edge],
         "notes": list(result.notes),
         "nan_reason": result.reason,
     }

@@ -14,6 +14,8 @@ PROBE_KEYS = (
     "group_field", "type_field", "semantics",
 )  # fmt: skip
 METRICS = ("acc", "map")
+#: The row that puts chance next to the layer rows: the majority-class (or constant-score) baseline.
+CHANCE_ROW = {"acc": "acc_majority", "map": "map_chance"}
 SEMANTICS = ("global", "local")
 #: ``--gen_kwargs`` keys that override a probe task's protocol from the command line.
 CLI_OVERRIDES = {

@@ -32,7 +32,7 @@ from loguru import logger
 from lmms_probe_tasks import transport
 from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
 from lmms_probe_tasks.harness.results import canonical, layer_rows, summarize
-from lmms_probe_tasks.harness.spec import ProbeSpec, class_names
+from lmms_probe_tasks.harness.spec import CHANCE_ROW, ProbeSpec, class_names
 from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import ProtocolConfig, multi_hot, run_protocol, text_only_score
 from lmms_probe_tasks.report import ProbeReport, versions, write_report
@@ -84,7 +84,12 @@ class _Aggregations(Mapping):
         self._task = task
         metric = task.spec.metric
         self._layer_re = re.compile(rf"^{metric}_l(\d+)$")
-        self._summary = {f"{metric}_best": "best", f"{metric}_last": "last", "best_layer": "best_layer"}
+        self._summary = {
+            f"{metric}_best": "best",
+            f"{metric}_last": "last",
+            CHANCE_ROW[metric]: "majority_baseline",
+            "best_layer": "best_layer",
+        }
 
     def __getitem__(self, key: str) -> Callable[..., float]:
         match = self._layer_re.match(key)
@@ -229,7 +234,8 @@ class ProbeTask(ConfigurableTask):
             "n_layers": n_layers,
             "meta": features.meta,
             "group": group,
-            "type": self._field(doc, self.spec.type_field, ()) if self.spec.type_field else group,
+            # Control-task types only where the task declares one that recurs across the split.
+            "type": self._field(doc, self.spec.type_field, ()) if self.spec.type_field else None,
             "text": doc.get("text") or "",
         }
         m = self.spec.metric
@@ -237,7 +243,7 @@ class ProbeTask(ConfigurableTask):
         # the carrier row comes first and fits every layer; the others read its result.
         payload = {f"{m}_best": carrier}
         payload.update({layer_key(m, layer, n_layers): base for layer in layer_ids})
-        payload.update({f"{m}_last": base, "best_layer": base})
+        payload.update({f"{m}_last": base, CHANCE_ROW[m]: base, "best_layer": base})
         if not self.metric_names:
             self.metric_names = list(payload)
         return payload
@@ -296,7 +302,7 @@ class ProbeTask(ConfigurableTask):
                 kind=self.spec.kind,
                 config=config,
                 groups=np.array([item["group"] for item in items]),
-                types=np.array([item["type"] for item in items]),
+                types=np.array([item["type"] for item in items]) if self.spec.type_field else None,
                 layer_ids=items[0]["layers"],
             )
         if result.reason:
@@ -304,6 +310,9 @@ class ProbeTask(ConfigurableTask):
                 f"task {self.config.task}: layer scores are NaN: {result.reason} "
                 f"(probe-train {result.n_train}, probe-test {result.n_test} docs). Raise --limit or the data sizes."
             )
+        for note in result.notes:
+            if "edge of the grid" in note:
+                logger.warning(f"task {self.config.task}: {note} (layers marked C_at_grid_edge in the JSON)")
         rows = layer_rows(result, self.spec.metric, items[0]["n_layers"])
         text_score = text_only_score([item["text"] for item in items], y, is_train, self.spec.kind)
         summary = summarize(result, rows, self.spec.metric, text_score)
@@ -326,7 +335,7 @@ class ProbeTask(ConfigurableTask):
                 "label_field": self.spec.label_field,
                 "label_names": list(self.spec.label_names),
                 "group_field": self.spec.group_field or "auto (image_id, scene_id or uid)",
-                "type_field": self.spec.type_field or "the group field",
+                "type_field": self.spec.type_field or "none: the control task is not applicable",
                 "builder": dict(self.config.dataset_kwargs or {}),
                 "report": self.data_report,
             },

@@ -6,7 +6,6 @@ every layer and seed.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -82,37 +81,4 @@ def bootstrap_layer_scores(
     return out
 
 
-def best_layer_distribution(boot: np.ndarray) -> np.ndarray:
-    """Probability of each layer being the argmax, over bootstrap resamples; ties split evenly.
-
-    Args:
-        boot: ``[B, L]`` scores per resample and layer (NaN: never best).
-
-    Returns:
-        ``[L]`` probabilities summing to 1 (all NaN when ``B == 0`` or all scores are NaN).
-    """
-    if boot.shape[0] == 0 or np.isnan(boot).all():
-        return np.full(boot.shape[1], np.nan)
-    filled = np.where(np.isnan(boot), -np.inf, boot)
-    ties = filled == filled.max(axis=1, keepdims=True)
-    return (ties / ties.sum(1, keepdims=True)).mean(0)
-
-
-def percentile_interval(boot: np.ndarray, ci_level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of every layer.
-
-    Args:
-        boot: ``[B, L]`` scores per resample and layer.
-        ci_level: Coverage, in (0, 1).
-
-    Returns:
-        ``(low, high)``, each ``[L]`` float64 (NaN for an all-NaN layer).
-    """
-    alpha = (1 - ci_level) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN layer keeps a NaN interval
-        low, high = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
-    return low, high
-
-
-__all__ = ["best_layer_distribution", "bootstrap_layer_scores", "percentile_interval"]
+__all__ = ["bootstrap_layer_scores"]

@@ -27,7 +27,7 @@ PAPER_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13)
 FAST_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 #: Seed streams, the last entry of every seed tuple ``(config.seed, seed_index, stream)``.
-STREAM_DEV, STREAM_CONTROL, STREAM_SHUFFLE, STREAM_MDL, STREAM_MLP, STREAM_BOOT = range(6)
+STREAM_DEV, STREAM_CONTROL, STREAM_SHUFFLE, STREAM_MDL, STREAM_MLP, STREAM_BOOT, STREAM_HALF, STREAM_JACK = range(8)
 
 
 def _invalid(name: str, value: Any, valid: str, example: str) -> ValueError:
@@ -51,11 +51,22 @@ class ProtocolConfig:
         dev_fraction: Share of probe-train docs carved out as dev (by group).
         refit: ``train+dev`` (refit the chosen C on all probe-train) or ``train``.
         n_bootstrap: Bootstrap resamples of probe-test (0: no CI, no best-layer distribution).
-        ci_level: Coverage of the percentile bootstrap interval.
-        bootstrap_unit: Resample test ``doc`` s or their ``group`` s (cluster bootstrap).
+        ci_level: Coverage of the interval (Wilson for accuracy, BCa for mAP; see
+            :mod:`lmms_probe_tasks.probe.intervals`).
+        bootstrap_unit: Resampling unit of the interval and the best-layer probability:
+            ``group`` (the image: documents of one image are not independent; docs when
+            the task has no groups) or ``doc``.
+        n_halves: Refits of the task probe on random group-disjoint halves of probe-train,
+            the training variability of the best-layer probability (0: no probability).
         controls: Run the control task (needs ``types``) and the shuffled-label control.
+        control_min_shared: Least share of probe-test docs whose type also occurs in
+            probe-train for the control task to mean anything (else it is not applicable).
+        min_test_docs: Least probe-test docs for any score (minimum-evidence rule).
+        min_class_docs: Least docs of every class on each side (multilabel: least positives
+            of at least one class on each side).
         mdl: Compute the online codelength.
-        mdl_C: C of the MDL block models; None: each layer's chosen C (linear) or 1.0 (mlp).
+        mdl_C: C of the MDL block models; None: the C of ``c_grid`` with the shortest online
+            code, paying ``log2(len(c_grid))`` bits for the choice (a two-part code).
         max_iter: L-BFGS iteration cap per fit.
         tol: L-BFGS gradient tolerance (scikit-learn's ``tol``).
         layer_chunk: Layers converted to float32 at a time (memory: ``layer_chunk * n * d * 4`` B).
@@ -74,8 +85,12 @@ class ProtocolConfig:
     refit: Literal["train+dev", "train"] = "train+dev"
     n_bootstrap: int = 1000
     ci_level: float = 0.95
-    bootstrap_unit: Literal["doc", "group"] = "doc"
+    bootstrap_unit: Literal["doc", "group"] = "group"
+    n_halves: int = 4
     controls: bool = True
+    control_min_shared: float = 0.8
+    min_test_docs: int = 20
+    min_class_docs: int = 5
     mdl: bool = True
     mdl_C: float | None = None
     max_iter: int = 1000
@@ -122,7 +137,14 @@ class ProtocolConfig:
         if not (is_num(self.ci_level) and 0 < self.ci_level < 1):
             raise _invalid("ci_level", self.ci_level, "a number in (0, 1)", "0.95")
         if self.bootstrap_unit not in BOOTSTRAP_UNITS:
-            raise _invalid("bootstrap_unit", self.bootstrap_unit, ", ".join(BOOTSTRAP_UNITS), "'doc'")
+            raise _invalid("bootstrap_unit", self.bootstrap_unit, ", ".join(BOOTSTRAP_UNITS), "'group'")
+        if not (is_int(self.n_halves) and self.n_halves >= 0):
+            raise _invalid("n_halves", self.n_halves, "an integer >= 0 (0: no best-layer probability)", "4")
+        if not (is_num(self.control_min_shared) and 0 < self.control_min_shared <= 1):
+            raise _invalid("control_min_shared", self.control_min_shared, "a number in (0, 1]", "0.8")
+        for name in ("min_test_docs", "min_class_docs"):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                raise _invalid(name, getattr(self, name), "an integer >= 1", "20" if name == "min_test_docs" else "5")
         for name in ("controls", "mdl"):
             if not isinstance(getattr(self, name), bool):
                 raise _invalid(name, getattr(self, name), "True or False", "True")
@@ -213,6 +235,8 @@ __all__ = [
     "STREAM_BOOT",
     "STREAM_CONTROL",
     "STREAM_DEV",
+    "STREAM_HALF",
+    "STREAM_JACK",
     "STREAM_MDL",
     "STREAM_MLP",
     "STREAM_SHUFFLE",

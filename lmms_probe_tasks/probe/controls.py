@@ -7,6 +7,7 @@ probe-train labels; each is one :class:`FitSet`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,12 +155,49 @@ class FitSets:
     Attributes:
         sets: Per seed, the task set, then ``control`` and ``shuffled`` where run.
         fallback_seeds: Seeds whose dev split cannot select C.
-        notes: Sentences for the result (skipped control task, fallback seeds).
+        notes: Sentences for the result (fallback seeds).
+        control_shared: Share of probe-test docs whose type occurs in probe-train (NaN: no types).
+        control_reason: Why the control task is not applicable (or not run), else None.
     """
 
     sets: list[FitSet]
     fallback_seeds: list[int]
     notes: list[str]
+    control_shared: float = math.nan
+    control_reason: str | None = None
+
+
+def control_applicability(
+    types: np.ndarray | None, is_train: np.ndarray, min_shared: float
+) -> tuple[float, str | None]:
+    """Whether a control task can mean anything here: do the types recur between probe-train and probe-test?
+
+    A control task asks whether a probe can *memorise* one random label per type, so a
+    probe-test doc is only informative when its type was seen in probe-train; with unique
+    types (an image, a caption) the control is chance by construction.
+
+    Args:
+        types: ``[n]`` type keys, or None (the task declares none).
+        is_train: ``[n]`` bool.
+        min_shared: Least share of probe-test docs whose type occurs in probe-train.
+
+    Returns:
+        ``(share, reason)``: the share (NaN without types) and why the control is not
+        applicable, or None when it is.
+    """
+    if types is None:
+        return (
+            math.nan,
+            "not applicable: the task declares no type that recurs across the split (metadata.probe.type_field)",
+        )
+    seen = np.isin(types[~is_train], types[is_train])
+    share = float(seen.mean()) if seen.size else math.nan
+    if not share >= min_shared:
+        return share, (
+            f"not applicable: only {share:.0%} of probe-test docs have a type seen in probe-train "
+            f"(control_min_shared {min_shared:.0%}); the control would be chance by construction"
+        )
+    return share, None
 
 
 def build_fit_sets(
@@ -184,16 +222,18 @@ def build_fit_sets(
         config: The settings (seeds, dev fraction, controls).
 
     Returns:
-        The sets, with the seeds that must borrow a C and the notes to report.
+        The sets, with the seeds that must borrow a C, the notes to report and whether the
+        control task applies (:func:`control_applicability`).
     """
     notes: list[str] = []
     label_sets = ["task"]
+    shared, control_reason = control_applicability(types, is_train, config.control_min_shared)
     if config.controls:
-        if types is not None:
+        if control_reason is None:
             label_sets.append("control")
-        else:
-            notes.append("control task skipped: no types given (pass e.g. the hypothesis text or image id per doc)")
         label_sets.append("shuffled")
+    else:
+        control_reason = "not run: controls=False"
     train_idx = np.flatnonzero(is_train)
     sets: list[FitSet] = []
     fallback_seeds: list[int] = []
@@ -213,7 +253,7 @@ def build_fit_sets(
                 labels = shuffled_labels(y, is_train, seed=(config.seed, s, STREAM_SHUFFLE))
             targets = encode_targets(labels, kind, classes=classes if kind == "multiclass" else None).targets
             sets.append(FitSet(name, s, labels, targets, inner, is_dev))
-    return FitSets(sets, fallback_seeds, notes)
+    return FitSets(sets, fallback_seeds, notes, shared, control_reason)
 
 
 __all__ = [
@@ -221,6 +261,7 @@ __all__ = [
     "FitSets",
     "as_keys",
     "build_fit_sets",
+    "control_applicability",
     "control_task_labels",
     "group_dev_split",
     "shuffled_labels",

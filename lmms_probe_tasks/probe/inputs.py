@@ -104,6 +104,33 @@ class Docs:
                 reason = f"probe-train has {np.unique(keys).size} group(s); a group-disjoint dev split needs >= 2"
         return reason
 
+    def evidence_reason(self, kind: TargetKind, min_test_docs: int, min_class_docs: int) -> str | None:
+        """The minimum-evidence rule: too few docs for any score to be worth printing, or None.
+
+        A probe-test side needs ``min_test_docs`` docs; multiclass, every class needs
+        ``min_class_docs`` docs in probe-train and in probe-test; multilabel, at least one
+        class needs ``min_class_docs`` positives on each side. Below it a score of 1.0 with
+        a CI of [1, 1] from 2 + 2 docs would look like a finding.
+        """
+        if self.n_test < min_test_docs:
+            return f"too little evidence: {self.n_test} probe-test docs (the minimum is {min_test_docs})"
+        train, test = self.y[self.is_train], self.y[~self.is_train]
+        if kind == "multiclass":
+            classes = np.union1d(train, test)
+            n_tr = np.array([np.sum(train == c) for c in classes])
+            n_te = np.array([np.sum(test == c) for c in classes])
+            short = [f"{c}: {a} train / {b} test" for c, a, b in zip(classes, n_tr, n_te, strict=True)
+                     if min(a, b) < min_class_docs]  # fmt: skip
+            if short:
+                return (
+                    f"too little evidence: classes with fewer than {min_class_docs} docs on a side "
+                    f"({'; '.join(short[:5])})"
+                )
+            return None
+        if not np.any((train.sum(0) >= min_class_docs) & (test.sum(0) >= min_class_docs)):
+            return f"too little evidence: no class has {min_class_docs} positives in both probe-train and probe-test"
+        return None
+
     def overlap_notes(self) -> list[str]:
         """A note when some group has docs on both sides of the train/test split."""
         if self.groups is None:

@@ -53,13 +53,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmms_probe_tasks.probe.bootstrap import best_layer_distribution, bootstrap_layer_scores, percentile_interval
-from lmms_probe_tasks.probe.config import STREAM_BOOT, STREAM_MDL, STREAM_MLP, ProtocolConfig
-from lmms_probe_tasks.probe.controls import FitSet, FitSets, build_fit_sets
+from lmms_probe_tasks.probe.best_layer import best_layer_probability, training_replicates
+from lmms_probe_tasks.probe.bootstrap import bootstrap_layer_scores
+from lmms_probe_tasks.probe.config import STREAM_BOOT, STREAM_HALF, STREAM_JACK, STREAM_MDL, STREAM_MLP, ProtocolConfig
+from lmms_probe_tasks.probe.controls import FitSet, FitSets, build_fit_sets, group_dev_split
 from lmms_probe_tasks.probe.features import iter_layer_chunks
 from lmms_probe_tasks.probe.inputs import Docs, check_inputs
+from lmms_probe_tasks.probe.intervals import score_intervals, unit_index
 from lmms_probe_tasks.probe.logreg import fit_logreg, problem_batches
-from lmms_probe_tasks.probe.mdl import mdl_block_ends, online_codelength, uniform_codelength
+from lmms_probe_tasks.probe.mdl import mdl_block_ends, online_codelengths, two_part_codelength, uniform_codelength
 from lmms_probe_tasks.probe.metrics import layer_scores, macro_f1, majority_baseline
 from lmms_probe_tasks.probe.mlp import fit_mlp
 from lmms_probe_tasks.probe.result import LayerArrays, ProtocolResult, build_result, unscored_result
@@ -107,7 +109,7 @@ def run_protocol(
     config = config or ProtocolConfig()
     y, is_train, groups, types, layers = check_inputs(x, y, is_train, kind, groups, types, layer_ids)
     docs = Docs.train_first(y, is_train, groups, types)
-    reason = docs.unusable_reason(kind)
+    reason = docs.unusable_reason(kind) or docs.evidence_reason(kind, config.min_test_docs, config.min_class_docs)
     if reason is not None:
         return unscored_result(kind, config, layers, docs.n_train, docs.n_test, reason)
     notes = docs.overlap_notes()
@@ -121,10 +123,20 @@ def run_protocol(
     if config.probe == "linear" and fit_sets.fallback_seeds:
         notes.append("those seeds use the C that wins on the other seeds' dev splits where possible, else C=1.0")
     if config.probe == "mlp" and config.mdl:
-        c = config.mdl_C if config.mdl_C is not None else 1.0
-        notes.append(f"MDL codelength uses the linear probe (C={c}); the MLP probe has no chosen C")
-    fits = _fit_layers(x, docs, fit_sets, enc, kind, config)
-    return _summarise(kind, config, layers, docs, fit_sets.sets, fits, enc, notes)
+        notes.append("MDL codelength uses the linear probe (the code's own choice of C); the MLP probe has none")
+    halves = _half_masks(docs, config)
+    fits = _fit_layers(x, docs, fit_sets, halves, enc, kind, config)
+    return _summarise(kind, config, layers, docs, fit_sets, fits, enc, notes)
+
+
+def _half_masks(docs: Docs, config: ProtocolConfig) -> np.ndarray:
+    """``[n_halves, n_train]`` bool: random group-disjoint halves of probe-train (training replicates)."""
+    masks = [
+        group_dev_split(docs.is_train, docs.groups, dev_fraction=0.5, seed=(config.seed, r, STREAM_HALF))
+        for r in range(config.n_halves)
+    ]
+    masks = [m[: docs.n_train] for m in masks]  # probe-train rows come first
+    return np.array(masks, dtype=bool).reshape(config.n_halves, docs.n_train)
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,9 @@ class _Fits:
         set_scores: ``[P, L]`` probe-test metric of every label set.
         chosen: ``[P, L]`` chosen C (NaN for the MLP probe).
         converged: ``[P, L]`` bool, the refit met the solver tolerance.
-        mdl_bits: ``[L]`` online codelength (NaN without MDL).
+        mdl_bits: ``[L]`` online codelength, two-part when C is chosen by it (NaN without MDL).
+        mdl_c: ``[L]`` C of the MDL block models.
+        half_pred: ``[R, L, n_test]`` (or ``[R, L, n_test, k]``) predictions of the half-sample refits.
     """
 
     task_pred: np.ndarray
@@ -144,22 +158,29 @@ class _Fits:
     chosen: np.ndarray
     converged: np.ndarray
     mdl_bits: np.ndarray
+    mdl_c: np.ndarray
+    half_pred: np.ndarray
 
 
 def _fit_layers(
-    x: np.ndarray, docs: Docs, fit_sets: FitSets, enc: EncodedTargets, kind: TargetKind, config: ProtocolConfig
+    x: np.ndarray,
+    docs: Docs,
+    fit_sets: FitSets,
+    halves: np.ndarray,
+    enc: EncodedTargets,
+    kind: TargetKind,
+    config: ProtocolConfig,
 ) -> _Fits:
     """Fit and score every label set on every layer, ``config.layer_chunk`` layers at a time."""
     sets, n_layers, n_train, n_test = fit_sets.sets, x.shape[0], docs.n_train, docs.n_test
-    task_pred = (
-        np.empty((config.n_seeds, n_layers, n_test), dtype=docs.y.dtype)
-        if kind == "multiclass"
-        else np.empty((config.n_seeds, n_layers, n_test, docs.y.shape[1]), dtype=np.float32)
-    )
+    pred_shape = (n_layers, n_test) if kind == "multiclass" else (n_layers, n_test, docs.y.shape[1])
+    pred_dtype = docs.y.dtype if kind == "multiclass" else np.float32
+    task_pred = np.empty((config.n_seeds, *pred_shape), dtype=pred_dtype)
+    half_pred = np.empty((len(halves), *pred_shape), dtype=pred_dtype)
     set_scores = np.full((len(sets), n_layers), np.nan)
     chosen = np.full((len(sets), n_layers), np.nan)
     converged = np.ones((len(sets), n_layers), bool)
-    mdl_bits = np.full(n_layers, np.nan)
+    mdl_bits, mdl_c = np.full(n_layers, np.nan), np.full(n_layers, np.nan)
     mdl_order = np.random.default_rng((config.seed, 0, STREAM_MDL)).permutation(np.flatnonzero(docs.is_train))
     ends = mdl_block_ends(n_train)
     chunks = iter_layer_chunks(
@@ -172,41 +193,44 @@ def _fit_layers(
             preds, conv = _refit(xs, sets, enc, n_train, c_sel, config)
             chosen[:, l0:l1] = c_sel
             converged[:, l0:l1] = conv
+            if len(halves):
+                half_pred[:, l0:l1] = _refit_halves(xs, sets[0], halves, enc, n_train, c_sel[0], config)
         else:
             preds = _fit_mlps(xs, sets, enc, n_train, config)
+            if len(halves):
+                half_pred[:, l0:l1] = np.stack(_fit_mlps(xs, [sets[0]] * len(halves), enc, n_train, config, halves))
         for j, fs in enumerate(sets):
             if fs.name == "task":
                 task_pred[fs.seed_index, l0:l1] = preds[j]
             # Each label set is scored on its own test labels (control labels for the control task).
             set_scores[j, l0:l1] = layer_scores(preds[j], fs.labels[n_train:], kind)
         if config.mdl:
-            layer_c = _mdl_C(config, chosen[0, l0:l1])
-            mdl_bits[l0:l1] = online_codelength(xs_train, enc, docs.y, mdl_order, ends, layer_c, config)
+            c_values = np.asarray(config.c_grid if config.mdl_C is None else (config.mdl_C,))
+            bits = online_codelengths(xs_train, enc, docs.y, mdl_order, ends, c_values, config)
+            mdl_bits[l0:l1], mdl_c[l0:l1] = two_part_codelength(bits, c_values, uniform_codelength(n_train, enc))
         del xs, xs_train
-    return _Fits(task_pred, set_scores, chosen, converged, mdl_bits)
-
-
-def _mdl_C(config: ProtocolConfig, task_c: np.ndarray) -> np.ndarray:
-    """C of the MDL block models of a chunk: ``mdl_C``, else the task's seed-0 choice (linear) or 1.0 (mlp)."""
-    if config.mdl_C is not None:
-        return np.full(task_c.size, config.mdl_C)
-    if config.probe == "linear":
-        return task_c
-    return np.ones(task_c.size)
+    return _Fits(task_pred, set_scores, chosen, converged, mdl_bits, mdl_c, half_pred)
 
 
 def _fit_mlps(
-    xs: torch.Tensor, sets: list[FitSet], enc: EncodedTargets, n_train: int, config: ProtocolConfig
+    xs: torch.Tensor,
+    sets: list[FitSet],
+    enc: EncodedTargets,
+    n_train: int,
+    config: ProtocolConfig,
+    halves: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Train an MLP probe per set on train-minus-dev (early-stopped on dev) and predict probe-test.
 
-    ``xs`` holds all rows, probe-train first (``n_train`` of them).
+    ``xs`` holds all rows, probe-train first (``n_train`` of them). With ``halves``
+    (``[len(sets), n_train]``), set ``j`` trains on its train rows within half ``j`` only.
     """
     preds = []
-    for fs in sets:
+    for j, fs in enumerate(sets):
         mlp_seed = int(np.random.default_rng((config.seed, fs.seed_index, STREAM_MLP)).integers(2**31))
+        train = fs.train[:n_train] if halves is None else fs.train[:n_train] & halves[j]
         model = fit_mlp(
-            xs[:, :n_train], fs.targets[:n_train], fs.train[:n_train], fs.dev[:n_train],
+            xs[:, :n_train], fs.targets[:n_train], train, fs.dev[:n_train],
             loss=enc.loss, config=config.mlp, seed=mlp_seed,
         )  # fmt: skip
         preds.append(predict(model.logits(xs[:, n_train:]), enc))
@@ -250,18 +274,45 @@ def _refit(
     return preds, converged
 
 
+def _refit_halves(
+    xs: torch.Tensor,
+    task: FitSet,
+    halves: np.ndarray,
+    enc: EncodedTargets,
+    n_train: int,
+    task_c: np.ndarray,
+    config: ProtocolConfig,
+) -> np.ndarray:
+    """Refit the task probe (seed 0's C, ``[l]``) on each half of probe-train and predict probe-test.
+
+    Returns:
+        ``[R, l, n_test]`` class ids or ``[R, l, n_test, k]`` scores (R = ``len(halves)``).
+    """
+    nl = xs.shape[0]
+    out = []
+    for batch in problem_batches(len(halves), nl, n_train, enc.targets.shape[1], config.batch_mb):
+        model = fit_logreg(
+            xs[:, :n_train], task.targets[:n_train], halves[list(batch)].T.astype(np.float32),
+            np.broadcast_to(task_c[:, None], (nl, len(batch))), loss=enc.loss, max_iter=config.max_iter,
+            tol=config.tol,
+        )  # fmt: skip
+        z = model.logits(xs[:, n_train:])  # [l, n_test, R, K]
+        out.extend(predict(z[:, :, p], enc) for p in range(len(batch)))
+    return np.stack(out)
+
+
 def _summarise(
     kind: TargetKind,
     config: ProtocolConfig,
     layers: tuple[int, ...],
     docs: Docs,
-    sets: list[FitSet],
+    fit_sets: FitSets,
     fits: _Fits,
     enc: EncodedTargets,
     notes: list[str],
 ) -> ProtocolResult:
-    """Average the per-set scores over seeds, add CIs and baselines, and build the result."""
-    n_layers = len(layers)
+    """Average the per-set scores over seeds, add intervals, best-layer odds and baselines, build the result."""
+    sets, n_layers = fit_sets.sets, len(layers)
     y_test = docs.y[~docs.is_train]
 
     def mean_of(name: str) -> np.ndarray:
@@ -277,50 +328,95 @@ def _summarise(
         macro = f1.mean(0)
     else:
         macro = np.full(n_layers, np.nan)
-    low, high, best = _bootstrap(fits.task_pred, y_test, docs, kind, config, notes)
+    score = task.mean(0)
+    spread = _uncertainty(fits, y_test, docs, kind, config, score, notes)
+    chosen = fits.chosen[task_rows]
+    at_edge = _at_grid_edge(chosen, config, notes)
     arrays = LayerArrays(
-        score=task.mean(0),
+        score=score,
         score_std=task.std(0, ddof=1) if len(task_rows) > 1 else np.full(n_layers, np.nan),
-        ci_low=low,
-        ci_high=high,
+        ci_low=spread.low,
+        ci_high=spread.high,
         macro_f1=macro,
         control_score=mean_of("control"),
         shuffled_score=mean_of("shuffled"),
         mdl_codelength_bits=fits.mdl_bits,
-        chosen_C=fits.chosen[task_rows],
+        chosen_C=chosen,
         converged=fits.converged[task_rows].all(0),
-        best_layer_prob=best,
+        best_layer_prob=spread.best,
+        mdl_C=fits.mdl_c,
+        C_at_grid_edge=at_edge,
     )
     return build_result(
         kind, config, layers, arrays,
         majority_baseline=majority_baseline(docs.y, docs.is_train, kind),
         uniform_bits=uniform_codelength(docs.n_train, enc) if config.mdl else math.nan,
         n_train=docs.n_train, n_dev=int(sets[0].dev.sum()), n_test=docs.n_test, notes=tuple(notes),
+        control_reason=fit_sets.control_reason, control_shared=fit_sets.control_shared, interval=spread.method,
     )  # fmt: skip
 
 
-def _bootstrap(
-    task_pred: np.ndarray,
+@dataclass(frozen=True)
+class _Spread:
+    """Intervals and best-layer probabilities (``[L]`` each) and what the interval is."""
+
+    low: np.ndarray
+    high: np.ndarray
+    best: np.ndarray
+    method: str
+
+
+def _uncertainty(
+    fits: _Fits,
     y_test: np.ndarray,
     docs: Docs,
     kind: TargetKind,
     config: ProtocolConfig,
+    score: np.ndarray,
     notes: list[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ci_low, ci_high, best_layer_prob)``, each ``[L]``: all NaN without bootstrap resamples."""
+) -> _Spread:
+    """The reported interval of every layer's score and the probability that each layer is best."""
+    nan = np.full(score.size, np.nan)
     if not config.n_bootstrap:
-        nan = np.full(task_pred.shape[1], np.nan)
-        return nan, nan, nan
-    by_group = config.bootstrap_unit == "group"
-    unit_groups = docs.groups[~docs.is_train] if (by_group and docs.groups is not None) else None
-    if by_group and docs.groups is None:
-        notes.append("bootstrap_unit='group' without groups: resampled docs")
+        return _Spread(nan, nan, nan, "none (n_bootstrap=0)")
+    test_groups = docs.groups[~docs.is_train] if docs.groups is not None else None
+    groups = test_groups if config.bootstrap_unit == "group" else None
     boot = bootstrap_layer_scores(
-        task_pred, y_test, kind=kind, n_bootstrap=config.n_bootstrap, seed=(config.seed, 0, STREAM_BOOT),
-        groups=unit_groups,
+        fits.task_pred, y_test, kind=kind, n_bootstrap=config.n_bootstrap, seed=(config.seed, 0, STREAM_BOOT),
+        groups=groups,
     )  # fmt: skip
-    low, high = percentile_interval(boot, config.ci_level)
-    return low, high, best_layer_distribution(boot)
+    low, high = score_intervals(
+        fits.task_pred, y_test, kind=kind, units=unit_index(docs.n_test, groups), level=config.ci_level, boot=boot,
+        seed=(config.seed, 0, STREAM_JACK),
+    )  # fmt: skip
+    unit = "images (groups)" if groups is not None else "docs"
+    what = (
+        "Wilson score interval, effective n from the cluster-robust variance"
+        if kind == "multiclass"
+        else "BCa bootstrap"
+    )
+    method = f"{config.ci_level:.0%} {what}, over probe-test {unit}: the fitted probes' expected test score"
+    if not config.n_halves:
+        notes.append("best_layer_prob not computed: n_halves=0 (no training replicates)")
+        return _Spread(low, high, nan, method)
+    halves = np.stack([layer_scores(pred, y_test, kind) for pred in fits.half_pred])  # [R, L]
+    rng = np.random.default_rng((config.seed, 0, STREAM_HALF))
+    replicates = training_replicates(boot, np.broadcast_to(halves.T[None], (*boot.shape, len(halves))), rng)
+    return _Spread(low, high, best_layer_probability(score, replicates), method)
+
+
+def _at_grid_edge(chosen: np.ndarray, config: ProtocolConfig, notes: list[str]) -> np.ndarray:
+    """``[L]`` bool: the median chosen C sits at an end of the grid (the grid may be too narrow)."""
+    if chosen.shape[0] == 0 or config.probe != "linear" or len(config.c_grid) < 2:
+        return np.zeros(chosen.shape[1], bool)
+    median = np.median(chosen, axis=0)
+    edge = np.isclose(median, config.c_grid[0]) | np.isclose(median, config.c_grid[-1])
+    if edge.mean() > 0.25:
+        notes.append(
+            f"C at the edge of the grid for {int(edge.sum())} of {edge.size} layers "
+            f"({config.c_grid[0]:g} .. {config.c_grid[-1]:g}): widen protocol.c_grid"
+        )
+    return edge
 
 
 __all__ = ["run_protocol"]

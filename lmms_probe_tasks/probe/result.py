@@ -22,18 +22,21 @@ class ProtocolResult:
         layers: Layer ids, in ``x`` order.
         score: Probe-test metric, mean over seeds.
         score_std: Standard deviation over seeds (NaN with one seed).
-        ci_low: Lower end of the bootstrap CI of ``score``.
-        ci_high: Upper end of the bootstrap CI of ``score``.
+        ci_low: Lower end of the interval of ``score`` (see ``interval``).
+        ci_high: Upper end of the interval of ``score``.
         macro_f1: Macro-F1 (multiclass; NaN for multilabel), mean over seeds.
-        control_score: Control-task score (NaN without ``types``).
-        selectivity: ``score - control_score``.
+        control_score: Control-task score (NaN where the control is not applicable: ``control_reason``).
+        selectivity: ``score - control_score`` (NaN likewise).
         shuffled_score: Score of the probe trained on permuted probe-train labels.
         mdl_codelength_bits: Online codelength of the probe-train labels, bits.
         mdl_compression: Uniform codelength / online codelength.
+        mdl_C: C of the MDL block models (chosen by the code itself unless ``mdl_C`` was fixed).
         chosen_C: Median over seeds of the C chosen on dev (NaN for the MLP probe).
+        C_at_grid_edge: The chosen C sits at an end of ``c_grid``.
         chosen_C_per_seed: The chosen C of every seed.
         converged: Every refit of the layer met the solver tolerance (MLP: True).
-        best_layer_prob: Share of bootstrap resamples in which the layer scores highest.
+        best_layer_prob: Probability that the layer is the best one, from test resamples and
+            half-sample refits, shrunk by empirical Bayes (:mod:`lmms_probe_tasks.probe.best_layer`).
         majority_baseline: Score of the majority-class (constant) predictor.
         mdl_uniform_codelength_bits: Codelength of the labels under the uniform code.
         n_train: Probe-train docs (train + dev).
@@ -41,7 +44,10 @@ class ProtocolResult:
         n_test: Probe-test docs.
         config: The settings used.
         reason: Why every score is NaN, else None.
-        notes: Things a reader should know (skipped controls, fallbacks, overlaps).
+        notes: Things a reader should know (fallbacks, overlaps, C at the grid's edge).
+        control_reason: Why the control task is not applicable (or not run), else None.
+        control_shared: Share of probe-test docs whose type occurs in probe-train (NaN: no types).
+        interval: What ``ci_low``/``ci_high`` are an interval of, and how they are computed.
     """
 
     kind: str
@@ -58,7 +64,9 @@ class ProtocolResult:
     shuffled_score: dict[int, float]
     mdl_codelength_bits: dict[int, float]
     mdl_compression: dict[int, float]
+    mdl_C: dict[int, float]
     chosen_C: dict[int, float]
+    C_at_grid_edge: dict[int, bool]
     chosen_C_per_seed: dict[int, tuple[float, ...]]
     converged: dict[int, bool]
     best_layer_prob: dict[int, float]
@@ -70,6 +78,9 @@ class ProtocolResult:
     config: ProtocolConfig
     reason: str | None = None
     notes: tuple[str, ...] = ()
+    control_reason: str | None = None
+    control_shared: float = math.nan
+    interval: str = ""
 
     @property
     def best_layer(self) -> int | None:
@@ -87,7 +98,7 @@ class ProtocolResult:
         top = max(self.layers) if self.layers else 0
         per_layer = (
             "score", "score_std", "ci_low", "ci_high", "macro_f1", "control_score", "selectivity",
-            "shuffled_score", "mdl_codelength_bits", "mdl_compression", "chosen_C", "best_layer_prob",
+            "shuffled_score", "mdl_codelength_bits", "mdl_compression", "mdl_C", "chosen_C", "best_layer_prob",
         )  # fmt: skip
         rows = []
         for layer in self.layers:
@@ -100,6 +111,7 @@ class ProtocolResult:
             row.update(
                 {
                     "converged": bool(self.converged[layer]),
+                    "C_at_grid_edge": bool(self.C_at_grid_edge[layer]),
                     "majority_baseline": float(self.majority_baseline),
                     "mdl_uniform_codelength_bits": float(self.mdl_uniform_codelength_bits),
                     "n_train": self.n_train,
@@ -110,6 +122,7 @@ class ProtocolResult:
                     "kind": self.kind,
                     "preset": self.config.preset,
                     "reason": self.reason or "",
+                    "control_reason": self.control_reason or "",
                 }
             )
             rows.append(row)
@@ -131,7 +144,9 @@ class LayerArrays:
         mdl_codelength_bits: ``[L]`` online codelength.
         chosen_C: ``[S, L]`` C chosen on each seed's dev split (``S = 0``: none).
         converged: ``[L]`` bool, every refit met the solver tolerance.
-        best_layer_prob: ``[L]`` share of resamples in which the layer is best.
+        best_layer_prob: ``[L]`` probability that the layer is best.
+        mdl_C: ``[L]`` C of the MDL block models.
+        C_at_grid_edge: ``[L]`` bool, the chosen C sits at an end of the grid.
     """
 
     score: np.ndarray
@@ -145,12 +160,15 @@ class LayerArrays:
     chosen_C: np.ndarray
     converged: np.ndarray
     best_layer_prob: np.ndarray
+    mdl_C: np.ndarray
+    C_at_grid_edge: np.ndarray
 
     @classmethod
     def unscored(cls, n_layers: int) -> LayerArrays:
         """All NaN, no chosen C, nothing converged: the arrays of a run that fitted nothing."""
         nan = np.full(n_layers, np.nan)
-        return cls(nan, nan, nan, nan, nan, nan, nan, nan, np.empty((0, n_layers)), np.zeros(n_layers, bool), nan)
+        none = np.zeros(n_layers, bool)
+        return cls(nan, nan, nan, nan, nan, nan, nan, nan, np.empty((0, n_layers)), none, nan, nan, none)
 
 
 def build_result(
@@ -166,6 +184,9 @@ def build_result(
     n_test: int,
     reason: str | None = None,
     notes: tuple[str, ...] = (),
+    control_reason: str | None = None,
+    control_shared: float = math.nan,
+    interval: str = "",
 ) -> ProtocolResult:
     """Turn per-layer arrays into the result; derives selectivity, compression and the median C.
 
@@ -181,6 +202,9 @@ def build_result(
         n_test: Probe-test docs.
         reason: Why every score is NaN, else None.
         notes: Things a reader should know.
+        control_reason: Why the control task is not applicable, else None.
+        control_shared: Share of probe-test docs with a type seen in probe-train.
+        interval: What the interval is.
 
     Returns:
         The result.
@@ -202,11 +226,13 @@ def build_result(
         ci_high=per_layer(arrays.ci_high),
         macro_f1=per_layer(arrays.macro_f1),
         control_score=per_layer(arrays.control_score),
-        selectivity=per_layer(arrays.score - arrays.control_score),
+        selectivity=per_layer(arrays.score - arrays.control_score),  # NaN where the control is N/A
         shuffled_score=per_layer(arrays.shuffled_score),
         mdl_codelength_bits=per_layer(arrays.mdl_codelength_bits),
         mdl_compression=per_layer(uniform_bits / arrays.mdl_codelength_bits),
+        mdl_C=per_layer(arrays.mdl_C),
         chosen_C=per_layer(median_c),
+        C_at_grid_edge={layer: bool(arrays.C_at_grid_edge[i]) for i, layer in enumerate(layers)},
         chosen_C_per_seed={layer: tuple(float(c) for c in chosen[:, i]) for i, layer in enumerate(layers)},
         converged={layer: bool(arrays.converged[i]) for i, layer in enumerate(layers)},
         best_layer_prob=per_layer(arrays.best_layer_prob),
@@ -218,6 +244,9 @@ def build_result(
         config=config,
         reason=reason,
         notes=notes,
+        control_reason=control_reason,
+        control_shared=control_shared,
+        interval=interval,
     )
 
 

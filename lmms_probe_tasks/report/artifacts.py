@@ -177,7 +177,10 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         fieldnames = list(dict.fromkeys(key for row in rows for key in row))
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
         writer.writeheader()
-        writer.writerows(rows)
+        # An empty cell, never "nan": a not-applicable control or an unscored layer has no number.
+        writer.writerows(
+            {k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows
+        )
 
 
 def versions() -> dict[str, str]:
