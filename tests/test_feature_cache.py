@@ -89,14 +89,21 @@ def _run(ckpt: Path, cache: Path):
     return rows, model
 
 
-def test_reprobing_needs_no_weights_and_corrupt_shards_are_recomputed(tiny, tmp_path):
+def test_reprobing_needs_no_weights_and_corrupt_shards_are_recomputed(tiny, tmp_path, monkeypatch):
+    from lmms_probe_tasks.models import hidden_states
+
     cache, ckpt = tmp_path / "cache", tmp_path / "ckpt"
     shutil.copytree(tiny, ckpt)
     first, model = _run(ckpt, cache)
     assert model.meta["feature_cache"]["computed"] == 60
-    for weights in ckpt.glob("*.safetensors"):
-        weights.unlink()
-    second, model = _run(ckpt, cache)
+    assert model.meta["weights"]["source"] == "local" and model.meta["weights"]["folder"] == str(ckpt.resolve())
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded for a fully cached re-probe")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hidden_states, "load_weights", no_load)
+        second, model = _run(ckpt, cache)
     assert second == first and model._model is None  # every doc cached: the weights were never loaded
     assert model.meta["feature_cache"]["stats"]["hits"] == 60
 
@@ -104,10 +111,87 @@ def test_reprobing_needs_no_weights_and_corrupt_shards_are_recomputed(tiny, tmp_
     blob = bytearray(shard.read_bytes())
     blob[40] ^= 0xFF
     shard.write_bytes(bytes(blob))
-    shutil.copytree(tiny, ckpt, dirs_exist_ok=True)  # weights back: one shard must be recomputed
     third, model = _run(ckpt, cache)
     stats = model.meta["feature_cache"]["stats"]
     assert third == first and stats["corrupt"] == 1 and model.meta["feature_cache"]["computed"] == 1
+
+
+def test_a_folder_without_weights_fails_at_start_naming_it(tiny, tmp_path):
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny, ckpt)
+    for weights in ckpt.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ValueError, match=f"checkpoint folder {ckpt.resolve()} holds no weight file"):
+        HiddenStates(pretrained=str(ckpt), feature_cache=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_other_weights_saved_into_the_same_folder_are_recomputed(tiny, tmp_path):
+    from lmms_probe_tasks.tiny import build_tiny
+
+    cache, ckpt = tmp_path / "cache", tmp_path / "ckpt"
+    shutil.copytree(tiny, ckpt)
+    first, _ = _run(ckpt, cache)
+    build_tiny("llava", ckpt, seed=1)  # same names, sizes and config: only the values differ
+    second, model = _run(ckpt, cache)
+    assert model.meta["feature_cache"]["stats"]["hits"] == 0 and model.meta["feature_cache"]["computed"] == 60
+    reference, _ = _run(ckpt, "none")
+    assert second == reference
+
+
+def test_same_relative_path_in_two_projects_never_collides(tiny, tmp_path, monkeypatch):
+    from lmms_probe_tasks.tiny import build_tiny
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny, tmp_path / "a" / "tiny")
+    build_tiny("llava", tmp_path / "b" / "tiny", seed=1)
+    monkeypatch.chdir(tmp_path / "a")
+    _run(Path("./tiny"), cache)
+    monkeypatch.chdir(tmp_path / "b")
+    _, model = _run(Path("./tiny"), cache)
+    assert model.meta["feature_cache"]["stats"]["hits"] == 0
+
+
+def test_weights_fingerprint_is_cheap_and_sees_a_rewrite_with_the_same_mtime(tmp_path):
+    import os
+
+    from lmms_probe_tasks.extract.weights_id import folder_fingerprint
+
+    weights = tmp_path / "model.safetensors"
+    header = b'{"w":{"dtype":"F32","shape":[262144],"data_offsets":[0,1048576]}}'
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + bytes(1 << 20))
+    (tmp_path / "training_args.bin").write_bytes(b"x")
+    before = folder_fingerprint(tmp_path)
+    assert before["files"] == 1 and before["folder"] == str(tmp_path.resolve())
+    stat = weights.stat()
+    blob = bytearray(weights.read_bytes())
+    blob[-10] = 1  # a changed value in the last sample, size and mtime kept
+    weights.write_bytes(bytes(blob))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert folder_fingerprint(tmp_path)["sha256"] != before["sha256"]
+
+
+def test_hub_ids_key_on_the_commit_their_revision_resolves_to(tmp_path, monkeypatch):
+    from lmms_probe_tasks.extract.weights_id import weights_identity
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--m"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "snapshots" / sha / "config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert weights_identity("org/m", "main", object(), "pretrained") == {
+        "source": "hub",
+        "repo": "org/m",
+        "commit": sha,
+    }
+    assert weights_identity("org/other", "main", object(), "pretrained") is None  # unknown: the cache goes off
 
 
 def test_another_model_never_reuses_features(tiny, tmp_path):
@@ -118,3 +202,23 @@ def test_another_model_never_reuses_features(tiny, tmp_path):
     other = build_tiny("llava", tmp_path / "other", seed=3)
     _, model = _run(other, cache)
     assert model.meta["feature_cache"]["stats"]["hits"] == 0 and model.meta["feature_cache"]["computed"] == 60
+
+
+def test_massive_activations_stay_finite_and_precise_and_nan_is_refused(tmp_path):
+    from lmms_probe_tasks.transport import compact, layer_major
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 64)).astype(np.float32) * np.array([[1.0], [1e6], [1e37]], np.float32)
+    path = FeatureCache(tmp_path).put("aa" * 32, x)
+    back = read_verified(path)
+    assert back.dtype == np.float32 and np.isfinite(back).all()
+    peak = np.abs(x).max(axis=1, keepdims=True)
+    assert (np.abs(back - x) <= 2**-11 * peak).all()
+    small = compact(rng.normal(size=(3, 64)).astype(np.float32))
+    assert small.dtype == np.float16  # the common case stays half the memory
+    stacked = layer_major([{"x": small}, {"x_path": str(path)}, {"x": small}])
+    assert stacked.dtype == np.float32 and np.array_equal(stacked[:, 1], back)
+    np.testing.assert_array_equal(stacked[:, 0], small.astype(np.float32))
+    with pytest.raises(ValueError, match=r"rows \[1\] are NaN or inf"):
+        FeatureCache(tmp_path).put("bb" * 32, np.array([[1.0], [np.inf]], np.float32))
+    assert not FeatureCache(tmp_path).path("bb" * 32).exists()

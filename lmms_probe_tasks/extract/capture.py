@@ -161,7 +161,9 @@ def extract_batch(
         parts: The probed stack's modules (found with :func:`find_decoder` when omitted).
 
     Returns:
-        ``[batch, len(layers), hidden]`` float16 array, rows in the order of ``layers``.
+        ``[batch, len(layers), hidden]`` float32 array, rows in the order of ``layers`` (the
+        feature cache stores it as scaled float16, see
+        :func:`~lmms_probe_tasks.transport.feature_cache.encode`).
     """
     import torch
 
@@ -177,4 +179,4 @@ def extract_batch(
     missing = [layer for layer in layers if layer not in captured]
     if missing:
         raise RuntimeError(f"{type(model).__name__}: the forward pass never produced layers {missing}")
-    return torch.stack([captured[layer] for layer in layers], dim=1).cpu().numpy().astype(np.float16)
+    return torch.stack([captured[layer] for layer in layers], dim=1).cpu().numpy().astype(np.float32)

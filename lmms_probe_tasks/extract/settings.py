@@ -180,10 +180,15 @@ def extraction_meta(
 def cache_fingerprint(meta: dict[str, Any], config: Any, revision: str) -> dict[str, Any]:
     """Everything about the model and extraction settings that keys a document's cached features.
 
+    The weights enter through ``meta["weights"]``
+    (:func:`~lmms_probe_tasks.extract.weights_id.weights_identity`: a local folder's
+    weight-file fingerprint, a hub id's resolved commit), the storage layout through
+    :data:`~lmms_probe_tasks.transport.feature_cache.CACHE_FORMAT`.
+
     Args:
-        meta: :func:`extraction_meta` of the run.
+        meta: :func:`extraction_meta` of the run, with its ``weights`` entry set.
         config: The checkpoint's config (hashed: a local edit changes the key).
-        revision: Hub revision asked for (the resolved commit wins when the hub gave one).
+        revision: Hub revision asked for (recorded; the weights identity is what keys).
 
     Returns:
         JSON-ready fingerprint for :func:`lmms_probe_tasks.transport.doc_key`.
@@ -191,10 +196,13 @@ def cache_fingerprint(meta: dict[str, Any], config: Any, revision: str) -> dict[
     from transformers import __version__ as transformers_version
 
     from lmms_probe_tasks import __version__
+    from lmms_probe_tasks.transport.feature_cache import CACHE_FORMAT
 
     return {
         **{key: meta[key] for key in _FINGERPRINT_KEYS},
-        "revision": getattr(config, "_commit_hash", None) or str(revision),
+        "cache_format": CACHE_FORMAT,
+        "weights": meta["weights"],
+        "revision": str(revision),
         "config_sha256": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest(),
         "versions": {"lmms-probe-tasks": __version__, "transformers": transformers_version},
     }

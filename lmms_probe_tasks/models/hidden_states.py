@@ -10,8 +10,10 @@ any other request is answered by greedy generation. The work lives in
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import numpy as np
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from loguru import logger
@@ -33,7 +35,8 @@ from lmms_probe_tasks.extract.settings import (
     extraction_meta,
     resolve_dtype,
 )
-from lmms_probe_tasks.transport import doc_key, image_digest, open_cache
+from lmms_probe_tasks.extract.weights_id import weights_identity
+from lmms_probe_tasks.transport import compact, doc_key, image_digest, open_cache
 
 __all__ = ["BLINDS", "DTYPES", "FALLBACK_LAYOUT", "INITS", "HiddenStates"]
 
@@ -144,9 +147,18 @@ class HiddenStates(lmms):
             family=self.family,
             processor=self.processor,
         )
+        # Identifies the weights from file metadata only: nothing is loaded here.
+        self.meta["weights"] = weights_identity(self._pretrained, revision, self._config, self._init)
         transport.ACTIVE_MODEL.clear()
         transport.ACTIVE_MODEL.update(self.meta)
         self.cache = open_cache(feature_cache)
+        if self.cache is not None and self.meta["weights"] is None:
+            logger.warning(
+                f"feature cache off: the weights of pretrained={self._pretrained!r} (revision {revision!r}) cannot be "
+                "identified offline (no resolved commit and no cached snapshot), so cached features could belong to "
+                "other weights. Fix: pass revision=<commit sha>, or fill the HF cache (huggingface-cli download)."
+            )
+            self.cache = None
         self.fingerprint = cache_fingerprint(self.meta, self._config, revision)
         self.meta["feature_cache"] = {
             "root": str(self.cache.root) if self.cache else None,
@@ -215,7 +227,7 @@ class HiddenStates(lmms):
         return inputs.to(self._device, model.dtype) if hasattr(inputs, "to") else inputs
 
     def extract(self, inputs: Any) -> Any:
-        """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float16."""
+        """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float32."""
         model = self._load_model()
         image_mask = None
         if self.pooling in ("image", "text"):
@@ -239,7 +251,15 @@ class HiddenStates(lmms):
         probe_idx = [i for i, r in enumerate(requests) if (r.args[1] or {}).get("probe") and i not in padding]
         probe_set = set(probe_idx)
         other_idx = [i for i in range(len(requests)) if i not in probe_set and i not in padding]
-        bar = tqdm(total=len(requests) - len(padding), disable=self.rank != 0, desc="hidden_states")
+        # One bar per call; off the terminal (a log file) it redraws at most once a minute.
+        tty = sys.stderr.isatty()
+        bar = tqdm(
+            total=len(requests) - len(padding),
+            disable=self.rank != 0,
+            desc="hidden_states",
+            mininterval=0.1 if tty else 60.0,
+            dynamic_ncols=tty,
+        )
         self._answer_probes([requests[i] for i in probe_idx], probe_idx, responses, bar)
         for i in other_idx:
             responses[i] = self._generate_one(requests[i])
@@ -263,11 +283,12 @@ class HiddenStates(lmms):
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             feats = self.extract(self._processor_inputs([c[3] for c in chunk], [c[4] for c in chunk]))
+            self._check_finite(feats, [c[1] for c in chunk])
             for row, (slot, request, key, _, _) in enumerate(chunk):
                 # Written per batch, so a killed run resumes after its last whole batch.
                 path = self.cache.put(key, feats[row]) if self.cache else None
                 # With a cache file the array is not held: 50k docs must not pile up in RAM.
-                self._respond(responses, slot, request, None if path else feats[row], path)
+                self._respond(responses, slot, request, None if path else compact(feats[row]), path)
             self.meta["feature_cache"]["computed"] += len(chunk)
             bar.update(len(chunk))
         if requests:
@@ -275,6 +296,19 @@ class HiddenStates(lmms):
                 f"hidden_states: {len(requests)} probe docs on this rank: {len(requests) - len(todo)} from the feature "
                 f"cache, {len(todo)} computed" + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
             )
+
+    def _check_finite(self, feats: np.ndarray, requests: list[Instance]) -> None:
+        """Stop at the first batch whose features hold NaN or inf, naming its documents and layers."""
+        bad = ~np.isfinite(feats).all(axis=-1)  # [batch, n_layers]
+        if not bad.any():
+            return
+        docs = [f"{requests[i].args[4]}/{requests[i].args[3]}" for i in np.flatnonzero(bad.any(axis=1))]
+        layers = [self.layers[j] for j in np.flatnonzero(bad.any(axis=0))]
+        raise ValueError(
+            f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf hidden states for "
+            f"docs {docs} at layers {layers}; nothing of this batch is cached. Fix: run with dtype=float32 (or "
+            "bfloat16 for float16 overflow), or check the checkpoint's weights."
+        )
 
     def _respond(self, responses: list, slot: int, request: Instance, feats: Any, path: Any) -> None:
         _, _, _, doc_id, task, _ = request.args

@@ -9,18 +9,32 @@ probe core.
 
 from __future__ import annotations
 
-from lmms_probe_tasks.transport.feature_cache import FeatureCache, doc_key, image_digest, open_cache, read_verified
+from lmms_probe_tasks.transport.feature_cache import (
+    CACHE_FORMAT,
+    FeatureCache,
+    compact,
+    decode,
+    doc_key,
+    encode,
+    image_digest,
+    open_cache,
+    read_verified,
+)
 from lmms_probe_tasks.transport.stacking import layer_major
 from lmms_probe_tasks.transport.store import ACTIVE_MODEL, KEY_PREFIX, STORE, DocFeatures, FeatureStore
 
 __all__ = [
     "ACTIVE_MODEL",
+    "CACHE_FORMAT",
     "KEY_PREFIX",
     "STORE",
+    "compact",
+    "decode",
     "DocFeatures",
     "FeatureCache",
     "FeatureStore",
     "doc_key",
+    "encode",
     "image_digest",
     "layer_major",
     "open_cache",

@@ -2,12 +2,15 @@
 
 A document's features are keyed by everything that determines them: the model
 (id, resolved revision, a hash of its config), dtype, pooling, layers, init, blind
-mode, the exact prompt text, a hash of the image pixels, and the versions of this
-package and transformers. A changed prompt template or pooling therefore never reuses
-stale features, and an unchanged document always does.
+mode, the exact prompt text, a hash of the image pixels, the storage format and the
+versions of this package and transformers. A changed prompt template, pooling or set
+of weights therefore never reuses stale features, and an unchanged document always does.
 
 Each document is one file ``<root>/<key[:2]>/<key>.npy``: a 32-byte SHA-256 of the
-payload followed by the ``.npy`` bytes of a ``[n_layers, hidden]`` float16 array.
+payload followed by the ``.npy`` bytes of a ``[n_layers, hidden]`` float16 array
+``x / s`` and of its ``[n_layers]`` float32 power-of-two scales ``s`` (one per layer:
+``s >= max|x|``), so no finite activation overflows and every vector keeps a relative
+precision of 2**-11 of its largest component (:func:`encode`, :func:`decode`).
 Writes go to a temporary file in the same folder and are renamed into place (atomic
 on POSIX), so a run killed at any moment leaves only whole files; a file whose
 checksum fails is reported and recomputed, never read. Ranks of a data-parallel run
@@ -31,6 +34,66 @@ import numpy as np
 from loguru import logger
 
 _DIGEST = 32
+#: Version of the on-disk layout; part of every key, so files of another layout are never read.
+CACHE_FORMAT = 2
+#: :func:`decode` returns float16 (half the memory) when every scale lies in this range.
+_F16_SCALES = (2.0**-8, 2.0**15)
+
+
+def encode(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``[n_layers, hidden]`` features into float16 ``x / s`` and float32 power-of-two scales ``s``.
+
+    Args:
+        features: Finite float features, one row per layer.
+
+    Returns:
+        ``(scaled, scales)``: ``[n_layers, hidden]`` float16 with ``|scaled| <= 1`` and
+        ``[n_layers]`` float32 (1 for an all-zero row).
+
+    Raises:
+        ValueError: A feature is NaN or inf (names the rows).
+    """
+    x = np.asarray(features, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=-1)
+    if not finite.all():
+        raise ValueError(f"features of rows {np.flatnonzero(~finite).tolist()} are NaN or inf; they are not stored")
+    peak = np.abs(x).max(axis=-1).astype(np.float64)
+    exponent = np.ceil(np.log2(np.where(peak > 0, peak, 1.0)))
+    scales = np.ldexp(1.0, np.clip(exponent, -149, 127).astype(np.int32)).astype(np.float32)
+    return (x / scales[:, None]).astype(np.float16), scales
+
+
+def decode(scaled: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Undo :func:`encode`: float16 when that is exact (every scale in ``[2**-8, 2**15]``), else float32.
+
+    Args:
+        scaled: ``[n_layers, hidden]`` float16.
+        scales: ``[n_layers]`` float32.
+
+    Returns:
+        The ``[n_layers, hidden]`` features.
+    """
+    x = scaled.astype(np.float32) * scales[:, None]
+    lo, hi = _F16_SCALES
+    return x.astype(np.float16) if bool(((scales >= lo) & (scales <= hi)).all()) else x
+
+
+def compact(features: np.ndarray) -> np.ndarray:
+    """The features exactly as a cache round trip returns them (what travels when the cache is off)."""
+    return decode(*encode(features))
+
+
+def _decode_payload(payload: bytes) -> np.ndarray | None:
+    """The features of a checksummed payload, or None when it is not of :data:`CACHE_FORMAT`."""
+    buffer = io.BytesIO(payload)
+    try:
+        scaled = np.lib.format.read_array(buffer, allow_pickle=False)
+        scales = np.lib.format.read_array(buffer, allow_pickle=False)
+    except (ValueError, EOFError):
+        return None
+    if scaled.dtype != np.float16 or scales.shape != scaled.shape[:1]:
+        return None
+    return decode(scaled, scales)
 
 
 def default_root() -> Path:
@@ -87,17 +150,18 @@ def read_verified(path: str | os.PathLike) -> np.ndarray:
         path: The file (as :meth:`FeatureCache.path` names it).
 
     Returns:
-        The ``[n_layers, hidden]`` float16 array.
+        The ``[n_layers, hidden]`` features (:func:`decode`).
 
     Raises:
-        ValueError: The file is corrupt (names it).
+        ValueError: The file is corrupt or of another format (names it).
         FileNotFoundError: The file is absent, e.g. written by another node of a multi-node
             run without a shared filesystem.
     """
     payload = _payload(Path(path).read_bytes())
-    if payload is None:
-        raise ValueError(f"feature cache file {path} fails its checksum; rerun to recompute it")
-    return np.load(io.BytesIO(payload), allow_pickle=False)
+    features = None if payload is None else _decode_payload(payload)
+    if features is None:
+        raise ValueError(f"feature cache file {path} fails its checksum or format check; rerun to recompute it")
+    return features
 
 
 class FeatureCache:
@@ -138,12 +202,12 @@ class FeatureCache:
             logger.warning(f"feature cache: cannot read {path} ({exc}); recomputing it")
             return None
         payload = _payload(blob)
-        if payload is None:
+        array = None if payload is None else _decode_payload(payload)
+        if array is None:
             with self._lock:
                 self.stats["corrupt"] += 1
             logger.warning(f"feature cache: {path} fails its checksum (corrupted); it is recomputed and rewritten")
             return None
-        array = np.load(io.BytesIO(payload), allow_pickle=False)
         with self._lock:
             self.stats["hits"] += 1
         return array
@@ -153,16 +217,21 @@ class FeatureCache:
 
         Args:
             key: A :func:`doc_key`.
-            array: ``[n_layers, hidden]`` float16 features.
+            array: ``[n_layers, hidden]`` finite features (stored with :func:`encode`).
 
         Returns:
             The file's path, or None if writing is (now) off.
+
+        Raises:
+            ValueError: A feature is NaN or inf (never stored).
         """
+        scaled, scales = encode(array)
         if not self._writable:
             return None
         path = self.path(key)
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        np.save(buffer, scaled, allow_pickle=False)
+        np.save(buffer, scales, allow_pickle=False)
         payload = buffer.getvalue()
         tmp = None
         try:
