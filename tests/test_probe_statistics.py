@@ -116,3 +116,18 @@ def test_c_at_the_grid_edge_is_flagged():
     r = run_protocol(x[:1], y, is_train, kind="multiclass", config=_fast(c_grid=(10.0, 100.0), n_bootstrap=0))
     assert r.C_at_grid_edge[0]
     assert any("edge of the grid" in note for note in r.notes)
+
+
+def test_a_layer_with_nonfinite_features_loses_only_itself():
+    x, y, is_train = _mdl_data(5)
+    x = np.concatenate([x, x[1:]])  # layers 0 (noise), 1 (signal), 2 (signal, to be poisoned)
+    x[2, 7, 3] = np.inf
+    x[2, 9, 0] = np.nan
+    r = run_protocol(x, y, is_train, kind="multiclass", config=_fast(n_bootstrap=50))
+    assert "NaN or inf" in r.layer_reason[2] and set(r.layer_reason) == {2}
+    rows = {row["layer"]: row for row in r.to_rows()}
+    assert math.isnan(rows[2]["score"]) and math.isnan(rows[2]["ci_low"]) and math.isnan(rows[2]["best_layer_prob"])
+    assert "NaN or inf" in rows[2]["reason"] and rows[1]["reason"] == ""
+    assert r.score[1] > 0.6 and np.isfinite(r.ci_low[1]) and r.best_layer == 1
+    clean = run_protocol(x[:2], y, is_train, kind="multiclass", config=_fast(n_bootstrap=50))
+    assert r.score[0] == clean.score[0] and r.score[1] == clean.score[1]  # the good layers are untouched

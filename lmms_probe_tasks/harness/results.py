@@ -76,6 +76,7 @@ def summarize(result: Any, rows: list[dict], metric: str, text_score: float) -> 
         "control_shared": result.control_shared,
         "interval": result.interval,
         "C_at_grid_edge_layers": [layer for layer, edge in result.C_at_grid_edge.items() if edge],
+        "layer_reason": {str(layer): why for layer, why in result.layer_reason.items()},
         "notes": list(result.notes),
         "nan_reason": result.reason,
     }

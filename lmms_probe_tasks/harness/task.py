@@ -310,6 +310,11 @@ class ProbeTask(ConfigurableTask):
                 f"task {self.config.task}: layer scores are NaN: {result.reason} "
                 f"(probe-train {result.n_train}, probe-test {result.n_test} docs). Raise --limit or the data sizes."
             )
+        if result.layer_reason:
+            logger.warning(
+                f"task {self.config.task}: layers {sorted(result.layer_reason)} not probed (NaN rows; every other "
+                f"layer is scored): {sorted(set(result.layer_reason.values()))}"
+            )
         for note in result.notes:
             if "edge of the grid" in note:
                 logger.warning(f"task {self.config.task}: {note} (layers marked C_at_grid_edge in the JSON)")

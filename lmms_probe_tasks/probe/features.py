@@ -77,6 +77,7 @@ def iter_layer_chunks(
     fit_rows: np.ndarray,
     device: str | torch.device = "cpu",
     row_order: np.ndarray | None = None,
+    bad_layers: list[int] | None = None,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``layer_chunk`` layers at a time as standardised float32 tensors.
 
@@ -95,6 +96,8 @@ def iter_layer_chunks(
         row_order: ``[m]`` int rows of ``x`` to yield, in this order (default all ``n``).
             Putting probe-train rows first lets a fit use the contiguous view
             ``xs[:, :n_train]`` instead of wasting work on zero-weight test rows.
+        bad_layers: When given, a layer holding a NaN or inf feature is zeroed (so the
+            fits of its chunk still run) and its index is appended here, instead of raising.
 
     Yields:
         ``(l0, l1, xs)`` with ``xs`` a ``[l1 - l0, m, d]`` float32 tensor on ``device``.
@@ -111,22 +114,27 @@ def iter_layer_chunks(
     for l0 in range(0, x.shape[0], layer_chunk):
         l1 = min(l0 + layer_chunk, x.shape[0])
         chunk = _read_chunk(x, l0, l1, row_order, torch.device(device))
-        _check_finite(chunk, l0)
+        bad = _nonfinite_layers(chunk)
+        if bad and bad_layers is None:
+            raise ValueError(
+                f"layers {[l0 + j for j in bad]} contain NaN or inf features; pass bad_layers=[] to score the others"
+            )
+        for j in bad:
+            chunk[j].zero_()
+            bad_layers.append(l0 + j)  # type: ignore[union-attr]
         standardize_(chunk, fit_rows)
         yield l0, l1, chunk
         del chunk  # before the next chunk is read: at most one chunk alive here
 
 
-def _check_finite(chunk: torch.Tensor, l0: int) -> None:
-    """Refuse a chunk (``[l, m, d]``, first layer ``l0``) with a NaN or inf feature."""
+def _nonfinite_layers(chunk: torch.Tensor) -> list[int]:
+    """Positions, within a chunk (``[l, m, d]``), of the layers holding a NaN or inf feature."""
     # A sum is non-finite if some element is: a NaN/inf check without a chunk-sized mask
     # (a sum that merely overflows is rechecked element-wise, one layer at a time).
     finite = torch.isfinite(chunk.sum(dim=(1, 2)))
     if bool(finite.all()):
-        return
-    bad = [l0 + j for j in range(chunk.shape[0]) if not bool(finite[j]) and not bool(torch.isfinite(chunk[j]).all())]
-    if bad:
-        raise ValueError(f"layers {bad} contain NaN or inf features (float16 overflow?); pool in float32 upstream")
+        return []
+    return [j for j in range(chunk.shape[0]) if not bool(finite[j]) and not bool(torch.isfinite(chunk[j]).all())]
 
 
 def _read_chunk(x: np.ndarray, l0: int, l1: int, row_order: np.ndarray | None, device: torch.device) -> torch.Tensor:

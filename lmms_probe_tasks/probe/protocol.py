@@ -139,9 +139,9 @@ def _half_masks(docs: Docs, config: ProtocolConfig) -> np.ndarray:
     return np.array(masks, dtype=bool).reshape(config.n_halves, docs.n_train)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Fits:
-    """What the fits of all layers left behind (``L`` layers, ``P`` label sets, ``S`` seeds).
+    """What the fits of all layers leave behind (``L`` layers, ``P`` label sets, ``S`` seeds), filled chunk by chunk.
 
     Attributes:
         task_pred: ``[S, L, n_test]`` predicted class ids or ``[S, L, n_test, k]`` float32 scores.
@@ -151,6 +151,7 @@ class _Fits:
         mdl_bits: ``[L]`` online codelength, two-part when C is chosen by it (NaN without MDL).
         mdl_c: ``[L]`` C of the MDL block models.
         half_pred: ``[R, L, n_test]`` (or ``[R, L, n_test, k]``) predictions of the half-sample refits.
+        layer_reason: ``[L]`` why a layer could not be probed ("" when it could).
     """
 
     task_pred: np.ndarray
@@ -160,6 +161,19 @@ class _Fits:
     mdl_bits: np.ndarray
     mdl_c: np.ndarray
     half_pred: np.ndarray
+    layer_reason: list[str]
+
+    @classmethod
+    def empty(cls, n_sets: int, n_halves: int, n_layers: int, docs: Docs, kind: TargetKind, n_seeds: int) -> _Fits:
+        """All scores NaN, nothing chosen, every layer probeable until shown otherwise."""
+        pred_shape = (n_layers, docs.n_test) if kind == "multiclass" else (n_layers, docs.n_test, docs.y.shape[1])
+        dtype = docs.y.dtype if kind == "multiclass" else np.float32
+        nan = np.full((n_sets, n_layers), np.nan)
+        return cls(
+            np.zeros((n_seeds, *pred_shape), dtype), nan, nan.copy(), np.ones((n_sets, n_layers), bool),
+            np.full(n_layers, np.nan), np.full(n_layers, np.nan), np.zeros((n_halves, *pred_shape), dtype),
+            [""] * n_layers,
+        )  # fmt: skip
 
 
 def _fit_layers(
@@ -171,45 +185,70 @@ def _fit_layers(
     kind: TargetKind,
     config: ProtocolConfig,
 ) -> _Fits:
-    """Fit and score every label set on every layer, ``config.layer_chunk`` layers at a time."""
-    sets, n_layers, n_train, n_test = fit_sets.sets, x.shape[0], docs.n_train, docs.n_test
-    pred_shape = (n_layers, n_test) if kind == "multiclass" else (n_layers, n_test, docs.y.shape[1])
-    pred_dtype = docs.y.dtype if kind == "multiclass" else np.float32
-    task_pred = np.empty((config.n_seeds, *pred_shape), dtype=pred_dtype)
-    half_pred = np.empty((len(halves), *pred_shape), dtype=pred_dtype)
-    set_scores = np.full((len(sets), n_layers), np.nan)
-    chosen = np.full((len(sets), n_layers), np.nan)
-    converged = np.ones((len(sets), n_layers), bool)
-    mdl_bits, mdl_c = np.full(n_layers, np.nan), np.full(n_layers, np.nan)
+    """Fit and score every label set on every layer, ``config.layer_chunk`` layers at a time.
+
+    A layer that cannot be probed (NaN or inf features; a fit that fails) gets a reason
+    instead of stopping the run: every other layer is still scored.
+    """
+    n_layers = x.shape[0]
+    fits = _Fits.empty(len(fit_sets.sets), len(halves), n_layers, docs, kind, config.n_seeds)
     mdl_order = np.random.default_rng((config.seed, 0, STREAM_MDL)).permutation(np.flatnonzero(docs.is_train))
-    ends = mdl_block_ends(n_train)
+    bad: list[int] = []
     chunks = iter_layer_chunks(
-        x, config.layer_chunk, fit_rows=docs.is_train, device=config.device, row_order=docs.row_order
+        x, config.layer_chunk, fit_rows=docs.is_train, device=config.device, row_order=docs.row_order, bad_layers=bad
     )
     for l0, l1, xs in chunks:
-        xs_train = xs[:, :n_train]  # a view: train rows come first
-        if config.probe == "linear":
-            c_sel = choose_C(xs_train, sets, fit_sets.fallback_seeds, enc, config)
-            preds, conv = _refit(xs, sets, enc, n_train, c_sel, config)
-            chosen[:, l0:l1] = c_sel
-            converged[:, l0:l1] = conv
-            if len(halves):
-                half_pred[:, l0:l1] = _refit_halves(xs, sets[0], halves, enc, n_train, c_sel[0], config)
-        else:
-            preds = _fit_mlps(xs, sets, enc, n_train, config)
-            if len(halves):
-                half_pred[:, l0:l1] = np.stack(_fit_mlps(xs, [sets[0]] * len(halves), enc, n_train, config, halves))
-        for j, fs in enumerate(sets):
-            if fs.name == "task":
-                task_pred[fs.seed_index, l0:l1] = preds[j]
-            # Each label set is scored on its own test labels (control labels for the control task).
-            set_scores[j, l0:l1] = layer_scores(preds[j], fs.labels[n_train:], kind)
-        if config.mdl:
-            c_values = np.asarray(config.c_grid if config.mdl_C is None else (config.mdl_C,))
-            bits = online_codelengths(xs_train, enc, docs.y, mdl_order, ends, c_values, config)
-            mdl_bits[l0:l1], mdl_c[l0:l1] = two_part_codelength(bits, c_values, uniform_codelength(n_train, enc))
-        del xs, xs_train
-    return _Fits(task_pred, set_scores, chosen, converged, mdl_bits, mdl_c, half_pred)
+        try:
+            _fit_chunk(fits, l0, l1, xs, docs, fit_sets, halves, enc, kind, config, mdl_order)
+        except (RuntimeError, ValueError, ArithmeticError) as exc:  # numerical trouble in these layers only
+            for i in range(l0, l1):
+                fits.layer_reason[i] = f"the fit failed: {type(exc).__name__}: {str(exc)[:200]}"
+        del xs
+    for i in bad:
+        fits.layer_reason[i] = "NaN or inf features: this layer is not probed (see the extraction log)"
+    for i, why in enumerate(fits.layer_reason):
+        if why:
+            fits.set_scores[:, i] = fits.mdl_bits[i] = fits.mdl_c[i] = np.nan
+            fits.converged[:, i] = False
+    return fits
+
+
+def _fit_chunk(
+    fits: _Fits,
+    l0: int,
+    l1: int,
+    xs: torch.Tensor,
+    docs: Docs,
+    fit_sets: FitSets,
+    halves: np.ndarray,
+    enc: EncodedTargets,
+    kind: TargetKind,
+    config: ProtocolConfig,
+    mdl_order: np.ndarray,
+) -> None:
+    """Fit and score every label set on layers ``l0:l1`` (``xs``, all rows, probe-train first) into ``fits``."""
+    sets, n_train = fit_sets.sets, docs.n_train
+    xs_train = xs[:, :n_train]  # a view: train rows come first
+    if config.probe == "linear":
+        c_sel = choose_C(xs_train, sets, fit_sets.fallback_seeds, enc, config)
+        preds, conv = _refit(xs, sets, enc, n_train, c_sel, config)
+        fits.chosen[:, l0:l1] = c_sel
+        fits.converged[:, l0:l1] = conv
+        if len(halves):
+            fits.half_pred[:, l0:l1] = _refit_halves(xs, sets[0], halves, enc, n_train, c_sel[0], config)
+    else:
+        preds = _fit_mlps(xs, sets, enc, n_train, config)
+        if len(halves):
+            fits.half_pred[:, l0:l1] = np.stack(_fit_mlps(xs, [sets[0]] * len(halves), enc, n_train, config, halves))
+    for j, fs in enumerate(sets):
+        if fs.name == "task":
+            fits.task_pred[fs.seed_index, l0:l1] = preds[j]
+        # Each label set is scored on its own test labels (control labels for the control task).
+        fits.set_scores[j, l0:l1] = layer_scores(preds[j], fs.labels[n_train:], kind)
+    if config.mdl:
+        c_values = np.asarray(config.c_grid if config.mdl_C is None else (config.mdl_C,))
+        bits = online_codelengths(xs_train, enc, docs.y, mdl_order, mdl_block_ends(n_train), c_values, config)
+        fits.mdl_bits[l0:l1], fits.mdl_c[l0:l1] = two_part_codelength(bits, c_values, uniform_codelength(n_train, enc))
 
 
 def _fit_mlps(
@@ -330,6 +369,11 @@ def _summarise(
         macro = np.full(n_layers, np.nan)
     score = task.mean(0)
     spread = _uncertainty(fits, y_test, docs, kind, config, score, notes)
+    unprobed = np.array([bool(why) for why in fits.layer_reason])
+    if unprobed.any():  # a layer that could not be probed has no number of any kind
+        for values in (macro, spread.low, spread.high, spread.best):
+            values[unprobed] = np.nan
+        notes.append(f"layers {[layers[i] for i in np.flatnonzero(unprobed)]} not probed (layer_reason says why)")
     chosen = fits.chosen[task_rows]
     at_edge = _at_grid_edge(chosen, config, notes)
     arrays = LayerArrays(
@@ -353,6 +397,7 @@ def _summarise(
         uniform_bits=uniform_codelength(docs.n_train, enc) if config.mdl else math.nan,
         n_train=docs.n_train, n_dev=int(sets[0].dev.sum()), n_test=docs.n_test, notes=tuple(notes),
         control_reason=fit_sets.control_reason, control_shared=fit_sets.control_shared, interval=spread.method,
+        layer_reason=tuple(fits.layer_reason),
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,8 @@ class ProtocolResult:
         control_reason: Why the control task is not applicable (or not run), else None.
         control_shared: Share of probe-test docs whose type occurs in probe-train (NaN: no types).
         interval: What ``ci_low``/``ci_high`` are an interval of, and how they are computed.
+        layer_reason: Why a layer could not be probed (NaN or inf features, a failed fit);
+            "" for the layers that were.
     """
 
     kind: str
@@ -81,6 +83,7 @@ class ProtocolResult:
     control_reason: str | None = None
     control_shared: float = math.nan
     interval: str = ""
+    layer_reason: dict[int, str] = field(default_factory=dict)
 
     @property
     def best_layer(self) -> int | None:
@@ -121,7 +124,7 @@ class ProtocolResult:
                     "probe": self.probe,
                     "kind": self.kind,
                     "preset": self.config.preset,
-                    "reason": self.reason or "",
+                    "reason": self.reason or self.layer_reason.get(layer, ""),
                     "control_reason": self.control_reason or "",
                 }
             )
@@ -187,6 +190,7 @@ def build_result(
     control_reason: str | None = None,
     control_shared: float = math.nan,
     interval: str = "",
+    layer_reason: tuple[str, ...] = (),
 ) -> ProtocolResult:
     """Turn per-layer arrays into the result; derives selectivity, compression and the median C.
 
@@ -205,6 +209,7 @@ def build_result(
         control_reason: Why the control task is not applicable, else None.
         control_shared: Share of probe-test docs with a type seen in probe-train.
         interval: What the interval is.
+        layer_reason: ``[L]`` why each layer could not be probed ("" if it could).
 
     Returns:
         The result.
@@ -247,6 +252,7 @@ def build_result(
         control_reason=control_reason,
         control_shared=control_shared,
         interval=interval,
+        layer_reason={layer: why for layer, why in zip(layers, layer_reason, strict=False) if why},
     )
 
 
