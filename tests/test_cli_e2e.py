@@ -72,7 +72,8 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
 
     from tests.datasets_fixtures import write_coco, write_snli_ve
 
-    coco = write_coco(tmp_path / "coco", corrupt=1)
+    # Enough images that every task clears the protocol's minimum evidence (>= 20 probe-test docs).
+    coco = write_coco(tmp_path / "coco", n_train=60, n_val=30, corrupt=1)
     snli = write_snli_ve(tmp_path / "snli_ve")
     n_layers = AutoConfig.from_pretrained(tiny_llava).get_text_config().num_hidden_layers
     log = _lmms_eval(
@@ -289,7 +290,8 @@ def test_every_family_through_the_cli(arch, tmp_path):
             "--tasks",
             "probe_shapes_*",
             "--limit",
-            "48",
+            # >= 20 probe-test docs, >= 5 per class on each side: the protocol's minimum evidence.
+            "72",
             "--output_path",
             "out",
         ],
