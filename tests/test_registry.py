@@ -7,7 +7,7 @@ from pathlib import Path
 from lmms_eval.tasks import TaskManager
 
 from lmms_probe_tasks import TASK_DIR
-from lmms_probe_tasks.registry import MODEL_CLASS_PATH, install_task_path, model_manifests
+from lmms_probe_tasks.registry import MODEL_CLASS_PATH, install_data_check, install_task_path, model_manifests
 
 FIXTURES = str(Path(__file__).parent / "task_fixtures")
 
@@ -36,3 +36,12 @@ def test_tasks_visible_without_flags_and_beside_user_path():
         both.match_tasks(["probe_*"])
     )
     assert "lmms_probe_paper" not in both.match_tasks(["probe_*"])
+
+
+def test_data_check_wraps_task_loading_once():
+    model_manifests()  # what lmms-eval's entry point calls
+    assert install_data_check() is False  # idempotent
+    assert getattr(TaskManager.load_task_or_group, "_lmms_probe_tasks_patched", False)
+    assert getattr(TaskManager.match_tasks, "_lmms_probe_tasks_patched", False)
+    # Single process: matching only matches, even when the matched tasks lack data (conftest: offline).
+    assert "probe_snli_ve" in TaskManager("ERROR", include_defaults=False).match_tasks(["probe_*"])

@@ -64,13 +64,14 @@ from lmms_probe_tasks.data.coco_source import (
     HUB_CAPTIONS,
     HUB_IMAGES,
     CocoPool,
+    check_pools,
     load_pools,
 )
 from lmms_probe_tasks.data.contract import N_TEST, N_TRAIN, BuiltDocs, check_choice, check_int, check_sizes
 from lmms_probe_tasks.data.images import ImageValue
 from lmms_probe_tasks.data.reports import doc_features, doc_row, finish_docs, label_counts, split_head, start_report
 from lmms_probe_tasks.data.sampling import SPLITS, seeded_rng
-from lmms_probe_tasks.data.sources import one_doc, select_in_order
+from lmms_probe_tasks.data.sources import SourceProblem, one_doc, select_in_order, with_source_check
 
 # The public names of the COCO tasks, including those defined in coco_source / coco_negatives.
 __all__ = [
@@ -182,6 +183,20 @@ def _entailment_split(
     return rows, report
 
 
+# Source checks (run before any task is built): the builder's arguments, defaults filled in.
+def _caption_source(
+    source: str, coco_dir: str | None, hub_images: str, hub_captions: str, **_: Any
+) -> SourceProblem | None:
+    """Check the sources of a task that reads captions and instances."""
+    return check_pools(source, coco_dir, hub_images, hub_captions, need_captions=True)
+
+
+def _instance_source(source: str, coco_dir: str | None, hub_images: str, **_: Any) -> SourceProblem | None:
+    """Check the sources of a task that reads instances only."""
+    return check_pools(source, coco_dir, hub_images, HUB_CAPTIONS, need_captions=False)
+
+
+@with_source_check(_caption_source)
 def coco_entailment_docs(
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,
@@ -277,6 +292,7 @@ def _object_split(
 
 # Every builder spells out the contract's arguments (sizes, seed, source and its folders)
 # as keywords, so a YAML key is a visible parameter: the signatures and their Args repeat.
+@with_source_check(_instance_source)
 def coco_object_docs(
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,
@@ -354,6 +370,7 @@ def text_only_baseline(train: list[dict], test: list[dict]) -> float | None:
 
 
 # ---------------------------------------------------------------- multilabel
+@with_source_check(_instance_source)
 def coco_multilabel_docs(
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,

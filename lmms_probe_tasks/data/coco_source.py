@@ -56,7 +56,13 @@ from loguru import logger
 from lmms_probe_tasks.data.images import Fetched, check_image_files, image_cache_dir, store_streamed_images
 from lmms_probe_tasks.data.reports import SkipLog
 from lmms_probe_tasks.data.sampling import SPLITS
-from lmms_probe_tasks.data.sources import open_stream, require_file, resolve_source
+from lmms_probe_tasks.data.sources import (
+    SourceProblem,
+    open_stream,
+    release_or_hub_problem,
+    require_file,
+    resolve_source,
+)
 
 #: COCO 2017's 80 categories as (id, name), sorted by id; ids 12, 26, 29, 30, 45, 66,
 #: 68, 69, 71, 83 are unused. The position in this tuple is the contiguous index.
@@ -330,6 +336,29 @@ def _hub_pool(split: str, hub_images: str, hub_captions: str, need_captions: boo
 
 
 # ------------------------------------------------------------------------ pools
+def release_layout(need_captions: bool) -> tuple[str, ...]:
+    """Return the paths a local release folder must hold (folders end in ``/``); captions only if needed."""
+    kinds = ("instances", "captions") if need_captions else ("instances",)
+    files = [f"annotations/{kind}_{split}.json" for kind in kinds for split in SOURCE_SPLITS.values()]
+    return (*files, *(f"{split}/" for split in SOURCE_SPLITS.values()))
+
+
+def check_pools(
+    source: str, coco_dir: str | None, hub_images: str, hub_captions: str, need_captions: bool
+) -> SourceProblem | None:
+    """Say, without reading any data, whether :func:`load_pools` with these arguments can read its source.
+
+    Args as :func:`load_pools`.
+
+    Returns:
+        None, or what is missing (files of the local release, or the hub copies) and how to provide it.
+    """
+    hub = {"hub_images": hub_images, **({"hub_captions": hub_captions} if need_captions else {})}
+    return release_or_hub_problem(
+        "COCO 2017", ENV_VAR, "coco_dir", release_layout(need_captions), source, coco_dir, hub
+    )
+
+
 # Args as the builders' (passed through unchanged), documented here too.
 def load_pools(
     source: str, coco_dir: str | None, hub_images: str, hub_captions: str, need_captions: bool

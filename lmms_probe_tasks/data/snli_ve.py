@@ -71,12 +71,15 @@ from lmms_probe_tasks.data.reports import (
 )
 from lmms_probe_tasks.data.sampling import SPLITS, label_quotas, seeded_rng
 from lmms_probe_tasks.data.sources import (
+    SourceProblem,
     batch_target,
     one_doc,
     open_stream,
+    release_or_hub_problem,
     require_file,
     resolve_source,
     select_in_order,
+    with_source_check,
 )
 
 #: Label ids 0, 1, 2 in SNLI-VE's (and the hub copy's) order.
@@ -265,6 +268,24 @@ def _split_docs(
     return docs, report
 
 
+#: Paths a local release folder must hold (the dev split is not used).
+RELEASE_LAYOUT: tuple[str, ...] = (
+    *(f"snli_ve_{name}.jsonl" for name in SOURCE_SPLITS.values()),
+    "flickr30k_images/",
+)
+
+
+def check_source(source: str, snli_ve_dir: str | None, hub_dataset: str, **_: Any) -> SourceProblem | None:
+    """Say, without reading any data, whether :func:`snli_ve_docs` with these arguments can read its source.
+
+    Returns:
+        None, or what is missing (files of the local release, or the hub copy) and how to provide it.
+    """
+    hub = {"hub_dataset": hub_dataset}
+    return release_or_hub_problem("SNLI-VE", ENV_VAR, "snli_ve_dir", RELEASE_LAYOUT, source, snli_ve_dir, hub)
+
+
+@with_source_check(check_source)
 def snli_ve_docs(
     n_train: int = N_TRAIN,
     n_test: int = N_TEST,

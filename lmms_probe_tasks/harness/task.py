@@ -131,9 +131,12 @@ class ProbeTask(ConfigurableTask):
             ValueError: No builder, or documents the probe cannot use (see
                 :func:`lmms_probe_tasks.data.contract.check_docs`).
             TypeError: The builder returned something other than a ``BuiltDocs``.
+            DataUnavailableError: The builder's data cannot be read (checked first, cheaply:
+                no hub retries).
         """
         import datasets
 
+        self._require_data(dict(dataset_kwargs or {}))
         docs = self._build_docs(dict(dataset_kwargs or {}))
         self.spec = self.spec.with_label_names(class_names(docs.features.get(self.spec.label_field)))
         check_docs(self.config.task, docs, self.spec.label_field)
@@ -143,6 +146,42 @@ class ProbeTask(ConfigurableTask):
         self.dataset = datasets.DatasetDict({split: docs})
         media = [name for name, feat in docs.features.items() if isinstance(feat, datasets.Image)]
         self.dataset_no_image = datasets.DatasetDict({split: docs.remove_columns(media)})
+
+    def _require_data(self, kwargs: dict) -> None:
+        """Fail at once, naming the fix, when the builder's data source cannot be read.
+
+        Usually already checked for all selected tasks at once (:mod:`lmms_probe_tasks.registry`);
+        this covers tasks built another way. The checks are cached, so a second one is free.
+        """
+        from lmms_probe_tasks.data.sources import DataUnavailableError, format_unavailable
+
+        problem = self.data_problem(kwargs)
+        if problem is not None:
+            raise DataUnavailableError(format_unavailable({self.config.task: problem}))
+
+    @staticmethod
+    def data_problem(dataset_kwargs: Mapping[str, Any]) -> Any:
+        """Return why the data of a task with these ``dataset_kwargs`` cannot be read now, or None.
+
+        Cheap (file checks, at most one short hub request per dataset id); builders without a
+        source check (generated data), or a ``builder`` that does not import, give None (the
+        build then raises its own error).
+
+        Args:
+            dataset_kwargs: The YAML's ``dataset_kwargs``: ``builder`` and its arguments.
+
+        Returns:
+            None, or a :class:`lmms_probe_tasks.data.sources.SourceProblem`.
+        """
+        from lmms_probe_tasks.data.sources import source_problem
+
+        kwargs = dict(dataset_kwargs)
+        name = kwargs.pop("builder", None)
+        try:
+            builder = load_builder(name) if isinstance(name, str) else None
+        except ValueError:
+            return None
+        return source_problem(builder, kwargs) if builder is not None else None
 
     def _build_docs(self, kwargs: dict) -> Any:
         """Call the builder; keep its report (what it skipped and why) for every artifact."""
