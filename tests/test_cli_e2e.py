@@ -96,7 +96,7 @@ def test_all_probe_tasks_zero_flags_rows_and_artifacts(tiny_llava, tmp_path):
     )
     results = _results(tmp_path / "out", log)
     assert set(results) == set(ALL_TASKS)
-    folder = next((tmp_path / "out" / "probes").iterdir())
+    folder = next(p for p in (tmp_path / "out" / "probes").iterdir() if p.is_dir())
     corrupt_id = coco.corrupt[0]
     for task in ("probe_coco_entailment", "probe_coco_objects", "probe_coco_multilabel"):
         report = json.loads((folder / f"{task}.json").read_text())["config"]["data"]["report"]

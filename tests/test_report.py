@@ -1,4 +1,4 @@
-"""Reports: JSON/CSV/PNG per task, merged control runs, the paper figure."""
+"""Reports: JSON/CSV/PNG per task, merged control runs, the comparison figure (content: test_report_figures.py)."""
 
 from __future__ import annotations
 
@@ -37,15 +37,17 @@ def _report(task: str, semantics: str, scores: list[float], **extraction) -> Pro
     return ProbeReport(task, "acc", rows, summary, config)
 
 
-def test_files_merge_and_paper_figure(tmp_path):
+def test_files_merge_and_comparison_figure(tmp_path):
     root = tmp_path / "probes"
     paths = write_report(_report("probe_x_entailment", "global", [0.4, 0.8, 0.6]), root)
-    assert {p.suffix for p in paths.values()} == {".json", ".csv", ".png"}
+    assert set(paths) == {"json", "csv", "png", "comparison"}
+    assert paths["comparison"] == root / "comparison.png"
     assert json.loads(paths["json"].read_text())["summary"]["best_layer"] == 1.0
     write_report(_report("probe_x_entailment", "global", [0.4, 0.45, 0.5], init="random (seed 1)"), root)
     write_report(_report("probe_x_entailment", "global", [0.35, 0.5, 0.45], blind="blank"), root)
     paths = write_report(_report("probe_x_objects", "local", [0.5, 0.9, 0.9]), root)
-    assert paths["paper"].read_bytes()[:4] == b"\x89PNG"
+    assert paths["comparison"].read_bytes()[:4] == b"\x89PNG"
+    assert not list(root.rglob("paper_figure.png"))  # the comparison figure replaces it
     folder = root / "org__model"
     rows = list(csv.DictReader((folder / "probe_x_entailment.csv").open()))
     assert [float(r["random_init_score"]) for r in rows] == [0.4, 0.45, 0.5]

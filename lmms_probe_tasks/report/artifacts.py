@@ -4,9 +4,12 @@ Related runs land in one ``--output_path``: ``probes/<model>/`` (the model),
 ``probes/<model>__init-random/`` (the random-init control) and ``probes/<model>__blind-<mode>/``
 (the same prompts without the image). When a counterpart of a task exists, its curve is
 added to the plot and its per-layer score to the CSV/JSON (``random_init_score``,
-``blind_score``, ``image_gain``). When an entailment (global) and an object (local) task of the
-same model are in one folder, ``paper_figure.png`` shows both on relative depth, as in
-Tao et al. (2024). The plots themselves are drawn by :mod:`lmms_probe_tasks.report.plots`.
+``blind_score``, ``image_gain``). After every task, ``probes/comparison.png`` redraws every run
+of every task on relative depth, global tasks left and local tasks right, as in Tao et al.
+(2024); :func:`redraw` rebuilds all plots from the JSON files alone
+(``python -m lmms_probe_tasks.report OUT_DIR``). The figures are described by
+:mod:`~lmms_probe_tasks.report.figures` and :mod:`~lmms_probe_tasks.report.comparison` and
+drawn by :mod:`~lmms_probe_tasks.report.plots`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmms_probe_tasks.report.plots import plot_paper_figure, plot_task
+from lmms_probe_tasks.report.comparison import is_report, write_comparison
+from lmms_probe_tasks.report.figures import FigureSpec, task_figure
+from lmms_probe_tasks.report.plots import save
 
 #: Folder-name suffixes of the control runs, by the extraction settings that make them.
 RANDOM_INIT_SUFFIX = "__init-random"
@@ -94,26 +99,26 @@ def run_folder_name(extraction: dict) -> str:
 
 
 def write_report(report: ProbeReport, probes_root: str | os.PathLike) -> dict[str, Path]:
-    """Write ``<task>.json``, ``<task>.csv`` and ``<task>.png`` into the run's folder, then merge.
+    """Write ``<task>.json``, ``<task>.csv`` and ``<task>.png`` into the run's folder, merge, redraw the comparison.
 
     Args:
         report: The results of one task.
         probes_root: ``<output_path>/probes``; the run's folder is created under it.
 
     Returns:
-        Kind (``json``, ``csv``, ``png``, maybe ``paper``) -> written path.
+        Kind (``json``, ``csv``, ``png``, ``comparison``) -> written path.
     """
     root = Path(probes_root)
     folder = root / run_folder_name(report.config.get("extraction", {}))
     folder.mkdir(parents=True, exist_ok=True)
     paths = {kind: folder / f"{report.task}.{kind}" for kind in ("json", "csv", "png")}
     paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    refresh_folder(folder)
-    for sibling in _related_folders(root, folder):
-        refresh_folder(sibling)
-    paper = folder / "paper_figure.png"
-    if paper.exists():
-        paths["paper"] = paper
+    # Only this task's files change: its counterparts' CSVs and plots now merge it too.
+    for run_folder in (folder, *_related_folders(root, folder)):
+        refresh_folder(run_folder, report.task)
+    comparison = write_comparison(root)
+    if comparison is not None:
+        paths["comparison"] = comparison
     return paths
 
 
@@ -133,28 +138,106 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def refresh_folder(folder: Path) -> None:
-    """Rewrite the CSVs and plots of every task JSON in ``folder`` with the counterparts present now."""
+def _counterparts(folder: Path, name: str) -> dict[str, dict]:
+    """The related runs' reports of one task (file ``name``) by counterpart name (``random_init``, ``blind_<mode>``)."""
     root, base = folder.parent, _base_folder(folder)
-    counterparts = {
+    where = {
         "random_init": root / (base + RANDOM_INIT_SUFFIX),
         **{f"blind_{p.name.split(BLIND_SUFFIX)[1]}": p for p in root.glob(base + BLIND_SUFFIX + "*") if p.is_dir()},
     }
-    reports = {}
-    for path in sorted(folder.glob("*.json")):
+    return {
+        kind: other
+        for kind, other_folder in where.items()
+        if other_folder != folder and is_report(other := _load(other_folder / name))
+    }
+
+
+def load_task_figure(path: str | os.PathLike) -> FigureSpec:
+    """Describe the plot of one ``<task>.json`` with the counterparts beside it now (what its PNG shows).
+
+    Args:
+        path: ``probes/<run folder>/<task>.json``.
+
+    Returns:
+        The spec :func:`refresh_folder` draws for it.
+
+    Raises:
+        ValueError: The file is not a probe task's report.
+    """
+    path = Path(path)
+    data = _load(path)
+    if not is_report(data):
+        raise ValueError(f"{path} is not a probe task report (needs 'task', 'metric' and 'layers')")
+    return task_figure(data, _counterparts(path.parent, path.name))
+
+
+def refresh_folder(folder: Path, task: str | None = None) -> list[Path]:
+    """Rewrite the CSVs and plots of every task JSON in ``folder`` with the counterparts present now.
+
+    Args:
+        folder: One run folder, ``probes/<model>[__init-random|__blind-<mode>]``.
+        task: Only this task's files (None: every task's).
+
+    Returns:
+        The plots written, one per task report.
+    """
+    plots = []
+    for path in [folder / f"{task}.json"] if task else sorted(folder.glob("*.json")):
         data = _load(path)
-        if not data or "layers" not in data:
+        if not is_report(data):
             continue
-        reports[data["task"]] = data
-        others = {
-            name: other
-            for name, where in counterparts.items()
-            if where != folder and (other := _load(where / path.name)) is not None
-        }
-        rows = _merged_rows(data, others)
-        _write_csv(rows, folder / f"{data['task']}.csv")
-        plot_task(data, others, folder / f"{data['task']}.png")
-    plot_paper_figure(reports, folder / "paper_figure.png")
+        others = _counterparts(folder, path.name)
+        _write_csv(_merged_rows(data, others), folder / f"{data['task']}.csv")
+        plots.append(save(task_figure(data, others), folder / f"{data['task']}.png"))
+    return plots
+
+
+def find_probes_root(path: str | os.PathLike) -> Path:
+    """Return the ``probes/`` folder of an ``--output_path``; the ``probes/`` folder or a run folder also do.
+
+    Args:
+        path: An lmms-eval ``--output_path``, its ``probes/`` folder, or one run folder in it.
+
+    Returns:
+        The folder that holds the run folders (``<run folder>/<task>.json``).
+
+    Raises:
+        FileNotFoundError: No probe report is there; the message names the folder and what was expected.
+    """
+    path = Path(path)
+
+    def holds_reports(folder: Path, pattern: str) -> bool:
+        return folder.is_dir() and any(is_report(_load(p)) for p in folder.glob(pattern))
+
+    for candidate in (path / "probes", path):
+        if holds_reports(candidate, "*/*.json"):
+            return candidate
+    if holds_reports(path, "*.json"):  # one run folder
+        return path.parent
+    raise FileNotFoundError(
+        f"no probe report found in {path}: expected {path}/probes/<model>/<task>.json "
+        "(written by a probe task run with --output_path). Fix: pass the --output_path of such a run, "
+        "or its probes/ folder"
+    )
+
+
+def redraw(path: str | os.PathLike) -> dict[str, list[Path]]:
+    """Rewrite every run folder's CSVs and plots and the comparison figure from the JSON reports alone.
+
+    Args:
+        path: An ``--output_path``, its ``probes/`` folder, or one run folder
+            (see :func:`find_probes_root`).
+
+    Returns:
+        ``plots``: the per-task plots; ``comparison``: the comparison figure (one path).
+
+    Raises:
+        FileNotFoundError: No probe report is there.
+    """
+    root = find_probes_root(path)
+    plots = [plot for folder in sorted(p for p in root.iterdir() if p.is_dir()) for plot in refresh_folder(folder)]
+    comparison = write_comparison(root)
+    return {"plots": plots, "comparison": [comparison] if comparison else []}
 
 
 def _merged_rows(data: dict, others: dict[str, dict]) -> list[dict]:

@@ -1,16 +1,12 @@
-"""Draws a probe task's per-layer curves and the global-vs-local paper figure as PNG files."""
+"""Draws figure specs (:mod:`lmms_probe_tasks.report.figures`) with matplotlib and writes them as PNG files."""
 
 from __future__ import annotations
 
-import math
+import os
 from pathlib import Path
 from typing import Any
 
-
-def _series(data: dict, key: str, x: str = "layer") -> tuple[list[float], list[float]]:
-    """The x values and one column of a report's layer rows (missing values as NaN)."""
-    pairs = [(row[x], row.get(key)) for row in data["layers"]]
-    return [p[0] for p in pairs], [math.nan if p[1] is None else p[1] for p in pairs]
+from lmms_probe_tasks.report.figures import FigureSpec, Panel, task_figure
 
 
 def _pyplot() -> Any:
@@ -23,80 +19,105 @@ def _pyplot() -> Any:
     return plt
 
 
-def _band(ax: Any, data: dict, x: str, alpha: float, label: str | None = None) -> None:
-    """Shade the bootstrap CI of a report's curve, when it has one."""
-    xs, low = _series(data, "ci_low", x)
-    _, high = _series(data, "ci_high", x)
-    if not all(math.isnan(v) for v in low):
-        ax.fill_between(xs, low, high, alpha=alpha, label=label)
+def _draw(ax: Any, panel: Panel) -> None:
+    """Draw one panel's curves, bands, labels and (for layer indices) the relative-depth axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    for curve in panel.curves:
+        if curve.role == "chance":
+            ax.axhline(curve.y[0], color=curve.color, linewidth=0.9, alpha=0.6, label=curve.label)
+            continue
+        ax.plot(
+            curve.x,
+            curve.y,
+            linestyle=curve.linestyle,
+            marker=curve.marker,
+            markersize=5 if curve.hollow else 3.5,
+            markerfacecolor="none" if curve.hollow else curve.color,
+            linewidth=1.2 if curve.hollow else 1.6,
+            color=curve.color,
+            label=curve.label,
+        )
+        if curve.band is not None:
+            ax.fill_between(curve.x, *curve.band, color=curve.color, alpha=0.15, linewidth=0)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(alpha=0.3)
+    if panel.depth_of:
+        depth = panel.depth_of
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        top = ax.secondary_xaxis("top", functions=(lambda x: x / depth, lambda d: d * depth))
+        top.set_xlabel(f"relative depth (layer / L, L = {depth})", fontsize=8)
 
 
-def plot_task(data: dict, others: dict[str, dict], path: Path) -> None:
-    """Plot a task's score against layer index and relative depth, with CI band and control curves.
+def render(spec: FigureSpec) -> Any:
+    """Build the matplotlib figure of a spec (not written anywhere; close it when done).
+
+    Args:
+        spec: What to draw.
+
+    Returns:
+        The ``matplotlib.figure.Figure``: one axes per panel (empty grid cells removed), with
+        one legend per panel or, for ``shared_legend``, one for the figure.
+    """
+    plt = _pyplot()
+    single = spec.n_rows == spec.n_cols == 1
+    size = (7.0, 4.2) if single else (4.8 * spec.n_cols, 3.1 * spec.n_rows + 1.0)
+    fig, axes = plt.subplots(spec.n_rows, spec.n_cols, squeeze=False, figsize=size, dpi=120, layout="constrained")
+    used = set()
+    for panel in spec.panels:
+        ax = axes[panel.row][panel.col]
+        _draw(ax, panel)
+        heading = spec.column_titles[panel.col] if panel.row == 0 and spec.column_titles else ""
+        ax.set_title(f"{heading.upper()}\n{panel.title}" if heading else panel.title, fontsize=9)
+        if not spec.shared_legend:
+            ax.legend(fontsize=7, loc="best")
+        used.add((panel.row, panel.col))
+    for row in range(spec.n_rows):
+        for col in range(spec.n_cols):
+            if (row, col) not in used:
+                axes[row][col].remove()
+    if spec.shared_legend:
+        entries: dict[str, Any] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(3, len(entries)), fontsize=8)
+    fig.suptitle(spec.title, fontsize=10)
+    return fig
+
+
+def save(spec: FigureSpec, path: str | os.PathLike) -> Path:
+    """Render a spec and write it as a PNG (via a temporary file, so a reader never sees half a file).
+
+    Args:
+        spec: What to draw.
+        path: The PNG to write.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    fig = render(spec)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        _pyplot().close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def plot_task(data: dict, others: dict[str, dict], path: str | os.PathLike) -> Path:
+    """Write a task's plot (:func:`~lmms_probe_tasks.report.figures.task_figure`) as a PNG.
 
     Args:
         data: The task's report JSON (:meth:`~lmms_probe_tasks.report.ProbeReport.to_dict`).
         others: Counterpart runs' reports by name (``random_init``, ``blind_blank``, ...).
         path: The PNG to write.
+
+    Returns:
+        The written path.
     """
-    from matplotlib.ticker import MaxNLocator
-
-    plt = _pyplot()
-
-    metric = data["metric"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
-    for ax, x in zip(axes, ("layer", "relative_depth")):
-        xs, ys = _series(data, metric, x)
-        ax.plot(xs, ys, marker="o", markersize=3, label=metric)
-        _band(ax, data, x, 0.2, "95% bootstrap CI")
-        _, control = _series(data, "control_score", x)
-        if not all(math.isnan(v) for v in control):
-            ax.plot(xs, control, linestyle="--", color="grey", label="control task")
-        for name, other in others.items():
-            oxs, oys = _series(other, metric, x)
-            ax.plot(oxs, oys, linestyle=":", marker=".", label=name.replace("_", " "))
-        majority = data.get("summary", {}).get("majority_baseline")
-        if majority is not None:
-            ax.axhline(majority, color="black", linewidth=0.8, alpha=0.5, label="majority class")
-        ax.set_xlabel("layer (0 = embeddings)" if x == "layer" else "relative depth (layer / L)")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        if x == "layer":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=7)
-    model = data.get("config", {}).get("extraction", {}).get("model", "")
-    fig.suptitle(f"{data['task']} — {model}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_paper_figure(reports: dict[str, dict], path: Path) -> None:
-    """Plot the global (entailment) and local (object) tasks on relative depth, when both ran.
-
-    Args:
-        reports: Task name -> report JSON, for one run folder.
-        path: The PNG to write (nothing is written unless both kinds are present).
-    """
-    kinds = {task: data.get("config", {}).get("semantics") for task, data in reports.items()}
-    if not ({"global", "local"} <= set(kinds.values())):
-        return
-    plt = _pyplot()
-
-    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
-    for task, data in sorted(reports.items()):
-        if kinds[task] not in ("global", "local"):
-            continue
-        xs, ys = _series(data, data["metric"], "relative_depth")
-        style = "-" if kinds[task] == "global" else "--"
-        ax.plot(xs, ys, style, marker="o", markersize=3, label=f"{task} ({kinds[task]}, {data['metric']})")
-        _band(ax, data, "relative_depth", 0.15)
-    model = next(iter(reports.values())).get("config", {}).get("extraction", {}).get("model", "")
-    ax.set_title(f"global vs local semantics across depth — {model}", fontsize=9)
-    ax.set_xlabel("relative depth (layer / L)")
-    ax.set_ylabel("probe score")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return save(task_figure(data, others), path)
