@@ -36,7 +36,7 @@ from lmms_probe_tasks.harness.spec import CHANCE_ROW, ProbeSpec, class_names
 from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import ProtocolConfig, multi_hot, run_protocol, text_only_score
 from lmms_probe_tasks.report import ProbeReport, versions, write_report
-from lmms_probe_tasks.transport import layer_major
+from lmms_probe_tasks.transport import export_features, layer_major
 
 _BUILDER_EXAMPLE = "lmms_probe_tasks.data.shapes.entailment_docs"
 
@@ -333,9 +333,10 @@ class ProbeTask(ConfigurableTask):
         items = canonical(items)
         y, is_train = self._targets(items)
         config = self.spec.protocol_config(self.config.generation_kwargs)
+        x = layer_major(items)
         with flush_denormals():
             result = run_protocol(
-                layer_major(items),
+                x,
                 y,
                 is_train,
                 kind=self.spec.kind,
@@ -344,6 +345,21 @@ class ProbeTask(ConfigurableTask):
                 types=np.array([item["type"] for item in items]) if self.spec.type_field else None,
                 layer_ids=items[0]["layers"],
             )
+        self._warn(result)
+        rows = layer_rows(result, self.spec.metric, items[0]["n_layers"])
+        text_score = text_only_score([item["text"] for item in items], y, is_train, self.spec.kind)
+        summary = summarize(result, rows, self.spec.metric, text_score)
+        report_config = self._report_config(config, items[0]["meta"], is_train)
+        report = ProbeReport(self.config.task, self.spec.metric, rows, summary, report_config)
+        if output_path:
+            paths = write_report(report, f"{output_path}/probes")
+            logger.info(f"task {self.config.task}: per-layer results written to {paths['json'].parent}")
+            if items[0]["meta"].get("save_features"):
+                self._export(x, items, y, is_train, paths["json"].parent)
+        return report
+
+    def _warn(self, result: Any) -> None:
+        """One warning per thing a reader of the table must know: NaN rows, unprobed layers, C at the grid edge."""
         if result.reason:
             logger.warning(
                 f"task {self.config.task}: layer scores are NaN: {result.reason} "
@@ -357,15 +373,24 @@ class ProbeTask(ConfigurableTask):
         for note in result.notes:
             if "edge of the grid" in note:
                 logger.warning(f"task {self.config.task}: {note} (layers marked C_at_grid_edge in the JSON)")
-        rows = layer_rows(result, self.spec.metric, items[0]["n_layers"])
-        text_score = text_only_score([item["text"] for item in items], y, is_train, self.spec.kind)
-        summary = summarize(result, rows, self.spec.metric, text_score)
-        report_config = self._report_config(config, items[0]["meta"], is_train)
-        report = ProbeReport(self.config.task, self.spec.metric, rows, summary, report_config)
-        if output_path:
-            paths = write_report(report, f"{output_path}/probes")
-            logger.info(f"task {self.config.task}: per-layer results written to {paths['json'].parent}")
-        return report
+
+    def _export(self, x: np.ndarray, items: list[dict], y: np.ndarray, is_train: np.ndarray, folder: Any) -> None:
+        """Write ``features/<task>/<site>.safetensors`` beside the report (``save_features=true``)."""
+        uids = self.dataset[self.config.test_split]["uid"]
+        row_of = {uid: i for i, uid in enumerate(uids)}  # lmms-eval's doc_id is the row of the evaluated split
+        meta = items[0]["meta"]
+        site = meta.get("site", "language")
+        path = export_features(
+            folder / "features" / self.config.task, site, x,
+            doc_id=np.array([row_of[item["uid"]] for item in items]), is_train=is_train, target=y,
+            layers=list(items[0]["layers"]),
+            metadata={
+                "task": self.config.task, "site": site, "pooling": meta.get("pooling"), "model": meta.get("model"),
+                "revision": meta.get("revision"), "class_names": list(self.spec.label_names),
+                "module_names": meta.get("module_names", []), "kind": self.spec.kind,
+            },
+        )  # fmt: skip
+        logger.info(f"task {self.config.task}: features written to {path}")
 
     def _report_config(self, config: ProtocolConfig, extraction: dict, is_train: np.ndarray) -> dict:
         """The report's ``config``: protocol, extraction, data and library versions."""

@@ -4,11 +4,12 @@
 wrapper's response to the task's ``process_results`` in the same process;
 :mod:`~lmms_probe_tasks.transport.feature_cache` keeps them on disk for resume and
 re-probing; :mod:`~lmms_probe_tasks.transport.stacking` stacks them layer-major for the
-probe core.
+probe core; :mod:`~lmms_probe_tasks.transport.export` hands them to the user as safetensors.
 """
 
 from __future__ import annotations
 
+from lmms_probe_tasks.transport.export import export_features, write_safetensors
 from lmms_probe_tasks.transport.feature_cache import (
     CACHE_FORMAT,
     FeatureCache,
@@ -35,8 +36,10 @@ __all__ = [
     "FeatureStore",
     "doc_key",
     "encode",
+    "export_features",
     "image_digest",
     "layer_major",
     "open_cache",
+    "write_safetensors",
     "read_verified",
 ]
