@@ -53,13 +53,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmms_probe_tasks.probe.best_layer import best_layer_probability, training_replicates
-from lmms_probe_tasks.probe.bootstrap import bootstrap_layer_scores
-from lmms_probe_tasks.probe.config import STREAM_BOOT, STREAM_HALF, STREAM_JACK, STREAM_MDL, STREAM_MLP, ProtocolConfig
+from lmms_probe_tasks.probe.config import STREAM_HALF, STREAM_MDL, STREAM_MLP, ProtocolConfig
 from lmms_probe_tasks.probe.controls import FitSet, FitSets, build_fit_sets, group_dev_split
 from lmms_probe_tasks.probe.features import iter_layer_chunks
 from lmms_probe_tasks.probe.inputs import Docs, check_inputs
-from lmms_probe_tasks.probe.intervals import score_intervals, unit_index
 from lmms_probe_tasks.probe.logreg import fit_logreg, problem_batches
 from lmms_probe_tasks.probe.mdl import mdl_block_ends, online_codelengths, two_part_codelength, uniform_codelength
 from lmms_probe_tasks.probe.metrics import layer_scores, macro_f1, majority_baseline
@@ -72,6 +69,7 @@ from lmms_probe_tasks.probe.targets import (
     encode_targets,
     predict,
 )
+from lmms_probe_tasks.probe.uncertainty import at_grid_edge, uncertainty
 
 
 def run_protocol(
@@ -368,14 +366,14 @@ def _summarise(
     else:
         macro = np.full(n_layers, np.nan)
     score = task.mean(0)
-    spread = _uncertainty(fits, y_test, docs, kind, config, score, notes)
+    spread = uncertainty(fits.task_pred, fits.half_pred, y_test, docs, kind, config, score, notes)
     unprobed = np.array([bool(why) for why in fits.layer_reason])
     if unprobed.any():  # a layer that could not be probed has no number of any kind
         for values in (macro, spread.low, spread.high, spread.best):
             values[unprobed] = np.nan
         notes.append(f"layers {[layers[i] for i in np.flatnonzero(unprobed)]} not probed (layer_reason says why)")
     chosen = fits.chosen[task_rows]
-    at_edge = _at_grid_edge(chosen, config, notes)
+    at_edge = at_grid_edge(chosen, config, notes)
     arrays = LayerArrays(
         score=score,
         score_std=task.std(0, ddof=1) if len(task_rows) > 1 else np.full(n_layers, np.nan),
@@ -399,69 +397,6 @@ def _summarise(
         control_reason=fit_sets.control_reason, control_shared=fit_sets.control_shared, interval=spread.method,
         layer_reason=tuple(fits.layer_reason),
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Spread:
-    """Intervals and best-layer probabilities (``[L]`` each) and what the interval is."""
-
-    low: np.ndarray
-    high: np.ndarray
-    best: np.ndarray
-    method: str
-
-
-def _uncertainty(
-    fits: _Fits,
-    y_test: np.ndarray,
-    docs: Docs,
-    kind: TargetKind,
-    config: ProtocolConfig,
-    score: np.ndarray,
-    notes: list[str],
-) -> _Spread:
-    """The reported interval of every layer's score and the probability that each layer is best."""
-    nan = np.full(score.size, np.nan)
-    if not config.n_bootstrap:
-        return _Spread(nan, nan, nan, "none (n_bootstrap=0)")
-    test_groups = docs.groups[~docs.is_train] if docs.groups is not None else None
-    groups = test_groups if config.bootstrap_unit == "group" else None
-    boot = bootstrap_layer_scores(
-        fits.task_pred, y_test, kind=kind, n_bootstrap=config.n_bootstrap, seed=(config.seed, 0, STREAM_BOOT),
-        groups=groups,
-    )  # fmt: skip
-    low, high = score_intervals(
-        fits.task_pred, y_test, kind=kind, units=unit_index(docs.n_test, groups), level=config.ci_level, boot=boot,
-        seed=(config.seed, 0, STREAM_JACK),
-    )  # fmt: skip
-    unit = "images (groups)" if groups is not None else "docs"
-    what = (
-        "Wilson score interval, effective n from the cluster-robust variance"
-        if kind == "multiclass"
-        else "BCa bootstrap"
-    )
-    method = f"{config.ci_level:.0%} {what}, over probe-test {unit}: the fitted probes' expected test score"
-    if not config.n_halves:
-        notes.append("best_layer_prob not computed: n_halves=0 (no training replicates)")
-        return _Spread(low, high, nan, method)
-    halves = np.stack([layer_scores(pred, y_test, kind) for pred in fits.half_pred])  # [R, L]
-    rng = np.random.default_rng((config.seed, 0, STREAM_HALF))
-    replicates = training_replicates(boot, np.broadcast_to(halves.T[None], (*boot.shape, len(halves))), rng)
-    return _Spread(low, high, best_layer_probability(score, replicates), method)
-
-
-def _at_grid_edge(chosen: np.ndarray, config: ProtocolConfig, notes: list[str]) -> np.ndarray:
-    """``[L]`` bool: the median chosen C sits at an end of the grid (the grid may be too narrow)."""
-    if chosen.shape[0] == 0 or config.probe != "linear" or len(config.c_grid) < 2:
-        return np.zeros(chosen.shape[1], bool)
-    median = np.median(chosen, axis=0)
-    edge = np.isclose(median, config.c_grid[0]) | np.isclose(median, config.c_grid[-1])
-    if edge.mean() > 0.25:
-        notes.append(
-            f"C at the edge of the grid for {int(edge.sum())} of {edge.size} layers "
-            f"({config.c_grid[0]:g} .. {config.c_grid[-1]:g}): widen protocol.c_grid"
-        )
-    return edge
 
 
 __all__ = ["run_protocol"]
