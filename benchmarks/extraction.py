@@ -1,19 +1,35 @@
-"""Cost of the hidden-state extractor against a bare forward pass, measured in one run.
+"""Cost of the hidden-state extractor against a bare forward pass, of shared prefixes, and of the probe protocol.
 
 For two families (LLaVA, Qwen2-VL) it builds a CPU-sized random model from the tiny
 checkpoint's config (wider and deeper text decoder, a 32k vocabulary like real models)
-and prints, on the same batches:
+and prints, on the same batches (workload ``cost``):
 
   (a) extraction time (all layers) / bare ``model(**inputs)`` forward time   goal <= 1.10
   (b) peak memory of extraction vs the naive ``output_hidden_states=True`` forward with logits
   (c) time with ``layers=0:k`` / time with all layers                         goal ~ k/L
+
+Workload ``shared`` (4 documents per image, COCO-entailment-shaped: 4 captions per image
+in the task's prompt): the processor gets the image-token count of the real
+checkpoints (LLaVA-1.5: 576, 336 px in 14 px patches; Qwen2-VL: 391, a 640x480 COCO
+image), and the whole ``generate_until`` call (processor included) is timed with
+``share_prefix`` on and off, with the largest feature difference between the two:
+
+  (d) time with shared prefixes / time without                               goal <= 0.45 (LLaVA)
+
+(d) is the ratio of process CPU times (one torch thread by default: immune to other jobs on
+a shared machine); the wall-clock ratio is printed next to it.
+
+Workload ``protocol``: the full probe protocol (``run_protocol``, the ``paper`` preset)
+on synthetic features of 12,000 docs x 9 layers x 1,024 dims against the per-layer
+scikit-learn loop over the same C grid (standardise, fit, predict, one seed; from
+``benchmarks/probe_fit.py``), and both scaled linearly to 33 layers x 4,096 dims.
 
 Peak memory is the growth of the process's peak RSS (Linux VmHWM, reset through
 /proc/self/clear_refs just before the measured calls) over its RSS at that moment, each
 mode in a fresh subprocess (so one mode's peak cannot hide another's). Timings are
 medians of repeated calls; the machine is noisy, so compare the ratios, not the seconds.
 
-    python benchmarks/extraction.py [--families llava qwen2_vl] [--batch 8] [--repeats 5]
+    python benchmarks/extraction.py [--workloads cost shared protocol] [--families llava qwen2_vl] [--batch 8]
 """
 
 from __future__ import annotations
@@ -30,11 +46,31 @@ from pathlib import Path
 
 TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=12, num_attention_heads=8, num_key_value_heads=8)
 VOCAB = 32000
+LLAVA_SIDE, LLAVA_PATCH = 336, 14
+#: The tiny Qwen2-VL tokenises 12 px squares (6 px patches, 2 x 2 merged): 23 x 17 = 391 image
+#: tokens, as Qwen2-VL's 28 px squares give for a 640 x 480 COCO image.
+QWEN_IMAGE = (23 * 12, 17 * 12)
+DOCS_PER_IMAGE = 4
+#: COCO-like captions: each image gets 4 (its own and others', as probe_coco_entailment does).
+CAPTIONS = (
+    "A man riding a wave on top of a surfboard.",
+    "Two dogs are playing with a frisbee in the park.",
+    "A plate of food with broccoli, rice and chicken.",
+    "A red double decker bus driving down a city street.",
+    "A woman holding an umbrella while walking in the rain.",
+    "A cat sleeping on the hood of a parked car.",
+    "A group of people flying kites on a sunny beach.",
+    "A kitchen with white cabinets and a stainless steel fridge.",
+)
+PROMPT = "Caption: {text}\nDoes the caption describe this image?"  # probe_coco_entailment's template
 
 
-def _build(family: str, folder: Path) -> Path:
-    """Tiny checkpoint for the processor, with its text config scaled up to CPU size."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+def _build(family: str, folder: Path, real_layout: bool = False) -> Path:
+    """Tiny checkpoint for the processor, with its text config scaled up to CPU size.
+
+    ``real_layout`` also gives the processor (and vision tower) the real checkpoints' image-token count.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     from lmms_probe_tasks.tiny import build_tiny
 
@@ -52,6 +88,17 @@ def _build(family: str, folder: Path) -> Path:
     if getattr(text, "rope_parameters", None) and "mrope_section" in (text.rope_parameters or {}):
         half = TEXT["hidden_size"] // TEXT["num_attention_heads"] // 2  # Qwen2-VL splits rotary dims over (t, h, w)
         text.rope_parameters["mrope_section"] = [half - 2 * (half // 4), half // 4, half // 4]
+    if real_layout:
+        processor = AutoProcessor.from_pretrained(path)
+        if family == "llava":  # LLaVA-1.5: 336 px, 14 px patches -> 24 x 24 = 576 image tokens
+            config.vision_config.image_size, config.vision_config.patch_size = LLAVA_SIDE, LLAVA_PATCH
+            config.image_seq_length = (LLAVA_SIDE // LLAVA_PATCH) ** 2
+            processor.image_processor.size = {"shortest_edge": LLAVA_SIDE}
+            processor.image_processor.crop_size = {"height": LLAVA_SIDE, "width": LLAVA_SIDE}
+            processor.patch_size = LLAVA_PATCH
+        else:  # Qwen2-VL keeps the image's size up to max_pixels: let a QWEN_IMAGE-sized one through
+            processor.image_processor.size = {"shortest_edge": 576, "longest_edge": QWEN_IMAGE[0] * QWEN_IMAGE[1] * 2}
+        processor.save_pretrained(path)
     AutoModelForImageTextToText.from_config(config).save_pretrained(path)
     return path
 
@@ -131,54 +178,202 @@ def _child(path: str, mode: str, batch: int, repeats: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024, "seq": seq, "layers": wrapper.meta["n_layers"]}))
 
 
+def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: int) -> None:
+    """Time ``generate_until`` on 4 documents per image with share_prefix on and off; print JSON."""
+    import numpy as np
+    import torch
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from lmms_probe_tasks import transport
+    from lmms_probe_tasks.extract import families
+    from lmms_probe_tasks.extract.prefix_plan import plan_prefix_batches
+    from lmms_probe_tasks.extract.shared_prefix import doc_tokens
+    from lmms_probe_tasks.models import hidden_states
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    torch.set_num_threads(threads)
+    wrapper = HiddenStates(pretrained=path, dtype="float32", device="cpu", feature_cache="none", batch_size=batch)
+    rng = np.random.default_rng(0)
+    size = QWEN_IMAGE if wrapper.meta["model_type"].startswith("qwen") else (640, 480)
+    images = [Image.fromarray(rng.integers(0, 255, size[::-1] + (3,), dtype=np.uint8)) for _ in range(n_images)]
+    docs = [
+        {"image": image, "text": PROMPT.format(text=CAPTIONS[(i + k) % len(CAPTIONS)])}
+        for i, image in enumerate(images)
+        for k in range(DOCS_PER_IMAGE)
+    ]
+    wrapper.task_dict = {"bench": {"test": docs}}
+    requests = [
+        Instance("generate_until", (d["text"], {"probe": True}, lambda doc: [doc["image"]], i, "bench", "test"), i,
+                 {"task": "bench", "doc_id": i, "repeats": 1})
+        for i, d in enumerate(docs)
+    ]  # fmt: skip
+
+    def run(share: bool) -> np.ndarray:
+        wrapper.share_prefix = share
+        keys = wrapper.generate_until(requests)
+        return np.stack([transport.STORE.take(key).layers for key in keys]).astype(np.float32)
+
+    compact, hidden_states.compact = hidden_states.compact, lambda feats: feats  # float32 for the comparison
+    on, off = run(True), run(False)  # warm-up, and the features to compare
+    hidden_states.compact = compact
+    scale = np.abs(off).max(axis=(0, 2))
+    wall: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for share in (True, False):  # alternate: drift on a shared machine hits both
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run(share)
+            wall[share].append(time.perf_counter() - start)
+            cpu[share].append(time.process_time() - start_cpu)
+    prompts = [wrapper.build_prompt(d["text"], 1) for d in docs[:DOCS_PER_IMAGE]]
+    inputs = wrapper._processor_inputs(prompts, [[images[0]]] * DOCS_PER_IMAGE)
+    found = doc_tokens(inputs, families.image_positions(wrapper._config, wrapper.family, inputs), ["0"] * len(prompts))
+    (batch_plan,), _ = plan_prefix_batches(dict(enumerate(found)), max_groups=1)
+    result = {
+        "on": statistics.median(cpu[True]),
+        "off": statistics.median(cpu[False]),
+        "wall_on": statistics.median(wall[True]),
+        "wall_off": statistics.median(wall[False]),
+        "max_rel_diff": float((np.abs(on - off).max(axis=(0, 2)) / scale).max()),
+        "prefix": batch_plan.length,
+        "tokens": float(np.mean([len(f.tokens) for f in found])),
+        "docs": len(docs),
+    }
+    print(json.dumps(result))
+
+
+def _spawn(*args: str) -> dict:
+    """Run this script with ``args`` in a fresh process; return the JSON of its last line."""
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cost(args: argparse.Namespace, tmp: Path) -> None:
+    """Workload ``cost``: (a)-(c), each mode in a fresh process."""
+    print(f"text decoder: {TEXT}, vocab {VOCAB}; batch {args.batch} x 3 batches, median of {args.repeats}")
+    for family in args.families:
+        path = _build(family, tmp / "cost")
+        res = {}
+        for mode in ("bare", "naive", "extract_all", "extract_quarter"):
+            res[mode] = _spawn("--child", str(path), mode, "--batch", str(args.batch), "--repeats", str(args.repeats))
+        n, seq = res["bare"]["layers"], res["bare"]["seq"]
+        k = n // 4
+        print(f"\n[{family}] {n} layers, sequence length {seq}")
+        print(
+            f"  (a) extraction / bare forward time:      {res['extract_all']['seconds'] / res['bare']['seconds']:.3f}  (goal <= 1.10)"
+        )
+        print(
+            f"  (b) peak RSS growth, extraction vs naive: {res['extract_all']['peak_mib']:.1f} MiB vs "
+            f"{res['naive']['peak_mib']:.1f} MiB  (ratio {res['extract_all']['peak_mib'] / max(res['naive']['peak_mib'], 1e-9):.2f})"
+        )
+        print(
+            f"  (c) layers=0:{k + 1} / all time:              {res['extract_quarter']['seconds'] / res['extract_all']['seconds']:.3f}  "
+            f"(k/L = {k}/{n} = {k / n:.3f})"
+        )
+
+
+def shared(args: argparse.Namespace, tmp: Path) -> None:
+    """Workload ``shared``: (d), 4 documents per image, sharing on vs off in one fresh process per family."""
+    from lmms_probe_tasks.extract import families
+
+    print(
+        f"\n[shared] {DOCS_PER_IMAGE} captions per image x {args.images} images, batch {args.batch}, text decoder "
+        f"{TEXT['num_hidden_layers']} x {TEXT['hidden_size']}, {args.shared_threads} torch thread(s), whole "
+        f"generate_until call (processor included), median of {args.repeats}"
+    )
+    for family in args.families:
+        if not families.FAMILIES[family].prefix_sharing:
+            print(f"  [{family}] prefix sharing is off for this family (see extract/families.py)")
+            continue
+        path = _build(family, tmp / "shared", real_layout=True)
+        res = _spawn("--shared-child", str(path), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                     "--images", str(args.images), "--shared-threads", str(args.shared_threads))  # fmt: skip
+        print(
+            f"  [{family}] prompt {res['tokens']:.0f} tokens, shared prefix {res['prefix']} "
+            f"({res['prefix'] / res['tokens']:.0%}); {res['docs']} docs, CPU time {res['on']:.2f} s shared vs "
+            f"{res['off']:.2f} s whole -> (d) ratio {res['on'] / res['off']:.3f} (goal <= 0.45; wall-clock "
+            f"{res['wall_on'] / res['wall_off']:.3f}); largest float32 feature difference {res['max_rel_diff']:.1e} "
+            "of the layer's largest value"
+        )
+
+
+def protocol(args: argparse.Namespace) -> None:
+    """Workload ``protocol``: run_protocol (paper) vs the per-layer scikit-learn loop, and the scaled estimate."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from probe_fit import _limit_threads, _sklearn_loop, _synthetic
+
+    from lmms_probe_tasks.numerics import flush_denormals
+    from lmms_probe_tasks.probe import PAPER_C_GRID, ProtocolConfig, run_protocol
+
+    _limit_threads(args.threads, quiet=True)
+    n, n_layers, d = args.protocol_size
+    x, y = _synthetic(n, d, n_layers, 2)
+    groups = np.arange(n) // DOCS_PER_IMAGE  # 4 docs per image, as probe_coco_entailment
+    is_train = groups % 6 != 0  # image-disjoint, 5/6 train
+    types = np.arange(n) % (n // 8)  # captions that recur across images (the control task applies)
+    config = ProtocolConfig.from_preset("paper")
+    start = time.perf_counter()
+    with flush_denormals():
+        result = run_protocol(x, y, is_train, kind="multiclass", config=config, groups=groups, types=types)
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    _sklearn_loop(x, y, is_train, list(PAPER_C_GRID), config.max_iter, config.tol)
+    theirs = time.perf_counter() - start
+    factor = (33 / n_layers) * (4096 / d)
+    print(
+        f"\n[protocol] {n} docs x {n_layers} layers x {d} dims, binary, {args.threads} threads: run_protocol (paper: "
+        f"{len(PAPER_C_GRID)} C x {config.n_seeds} seeds, refit, {config.n_bootstrap} bootstrap, {config.n_halves} "
+        f"half-sample refits, control + shuffled controls, MDL) {ours:.0f} s | scikit-learn per-layer loop "
+        f"({len(PAPER_C_GRID)} C, one seed, nothing else) {theirs:.0f} s | ratio {ours / theirs:.2f} "
+        f"(best layer {result.best_layer})"
+    )
+    print(
+        f"[protocol] scaled linearly to 33 layers x 4,096 dims (x{factor:.1f}): run_protocol ~{ours * factor / 60:.0f} "
+        f"min, scikit-learn loop ~{theirs * factor / 60:.0f} min (an estimate: time per L-BFGS iteration is linear "
+        "in layers x dims; the iteration counts are not)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=["cost", "shared", "protocol"],
+                        choices=("cost", "shared", "protocol"))  # fmt: skip
     parser.add_argument("--families", nargs="+", default=["llava", "qwen2_vl"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=4, help="images of the shared workload (4 docs each)")
+    parser.add_argument(
+        "--protocol-size", nargs=3, type=int, default=[12000, 9, 1024], metavar=("DOCS", "LAYERS", "DIMS")
+    )
+    parser.add_argument(
+        "--threads", type=int, default=max(1, os.cpu_count() or 1), help="protocol workload, both sides"
+    )
+    parser.add_argument("--shared-threads", type=int, default=1, help="torch threads of the shared workload")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--shared-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child[0], args.child[1], args.batch, args.repeats)
         return
-    print(f"text decoder: {TEXT}, vocab {VOCAB}; batch {args.batch} x 3 batches, median of {args.repeats}")
+    if args.shared_child:
+        _shared_child(args.shared_child, args.batch, args.repeats, args.images, args.shared_threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        for family in args.families:
-            path = _build(family, Path(tmp))
-            res = {}
-            for mode in ("bare", "naive", "extract_all", "extract_quarter"):
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        str(path),
-                        mode,
-                        "--batch",
-                        str(args.batch),
-                        "--repeats",
-                        str(args.repeats),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                )
-                res[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-            n, seq = res["bare"]["layers"], res["bare"]["seq"]
-            k = n // 4
-            print(f"\n[{family}] {n} layers, sequence length {seq}")
-            print(
-                f"  (a) extraction / bare forward time:      {res['extract_all']['seconds'] / res['bare']['seconds']:.3f}  (goal <= 1.10)"
-            )
-            print(
-                f"  (b) peak RSS growth, extraction vs naive: {res['extract_all']['peak_mib']:.1f} MiB vs "
-                f"{res['naive']['peak_mib']:.1f} MiB  (ratio {res['extract_all']['peak_mib'] / max(res['naive']['peak_mib'], 1e-9):.2f})"
-            )
-            print(
-                f"  (c) layers=0:{k + 1} / all time:              {res['extract_quarter']['seconds'] / res['extract_all']['seconds']:.3f}  "
-                f"(k/L = {k}/{n} = {k / n:.3f})"
-            )
+        if "cost" in args.workloads:
+            cost(args, Path(tmp))
+        if "shared" in args.workloads:
+            shared(args, Path(tmp))
+    if "protocol" in args.workloads:
+        protocol(args)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,44 @@ def test_unknown_model_arg_is_named(tmp_path):
 
     with pytest.raises(ValueError, match=r"unknown model_args \['poolin'\]"):
         HiddenStates(pretrained=str(tmp_path), poolin="last")
+
+
+def test_pooling_mask_is_the_unnormalised_pooling_weights():
+    from lmms_probe_tasks.extract.capture import pooling_mask
+
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    image = torch.tensor([[False, True, False, False], [False, True, True, False]])
+    for pooling in ("last", "mean", "image", "text"):
+        raw = pooling_mask(mask, pooling, image)
+        assert set(raw.unique().tolist()) <= {0.0, 1.0}
+        torch.testing.assert_close(raw / raw.sum(1, keepdim=True), pooling_weights(mask, pooling, image))
+    assert pooling_mask(mask, "last").tolist() == [[0, 0, 1, 0], [0, 0, 0, 1]]
+
+
+def test_share_prefix_flag_is_validated_recorded_and_not_fingerprinted():
+    from lmms_probe_tasks.extract import settings
+
+    assert settings.check_flag("share_prefix", True) is True
+    assert settings.check_flag("share_prefix", "False") is False
+    with pytest.raises(ValueError, match="share_prefix='yes please' is not supported; valid: true, false"):
+        settings.check_flag("share_prefix", "yes please")
+    assert "share_prefix" in settings.MODEL_ARGS
+    # Recorded in every result, never part of the feature-cache key (features are equal either way).
+    assert not set(settings._FINGERPRINT_KEYS) & set(settings._NOT_FINGERPRINTED)
+    assert "share_prefix" in settings._NOT_FINGERPRINTED
+
+
+def test_bogus_share_prefix_fails_before_loading(tmp_path):
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    with pytest.raises(ValueError, match="share_prefix='maybe' is not supported; valid: true, false"):
+        HiddenStates(pretrained=str(tmp_path / "nothing"), share_prefix="maybe")
+
+
+def test_families_that_cannot_continue_a_prefix_turn_sharing_off():
+    off = {key for key, family in FAMILIES.items() if not family.prefix_sharing}
+    assert off == {"paligemma", "mllama", "instructblip", "instructblip+t5"}
+    config = SimpleNamespace(model_type="not_a_family")
+    from lmms_probe_tasks.extract.families import lookup
+
+    assert lookup(config).prefix_sharing is False  # unverified: off

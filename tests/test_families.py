@@ -15,6 +15,8 @@ import pytest
 
 from lmms_probe_tasks import tiny
 from lmms_probe_tasks.extract import families
+from lmms_probe_tasks.extract.prefix_plan import plan_prefix_batches
+from lmms_probe_tasks.extract.shared_prefix import doc_tokens, extract_prefix_batch, right_padding, truncate_inputs
 from tests.family_facts import BATCH_TOLERANCE, FACTS, FamilyFacts
 
 torch = pytest.importorskip("torch")
@@ -24,6 +26,8 @@ np = pytest.importorskip("numpy")
 extract = pytest.importorskip("lmms_probe_tasks.extract")
 
 ARCHS = sorted(tiny.BUILDERS)
+#: Builder name -> the family entry it makes.
+FACTS_BY_ARCH = {arch: key for key, facts in FACTS.items() for arch in facts.tiny}
 TEXTS = (
     "Is there a cat?",
     "Describe the red square on the left of the picture, please, in some detail.",
@@ -302,3 +306,93 @@ def test_decoder_layers_and_final_norm_reproduce_hidden_states(checkpoint: Any, 
     assert sorted(captured) == list(range(n + 1))
     for index in range(n + 1):
         assert torch.equal(captured[index], states[index]), f"row {index}"
+
+
+# -- (g) shared prompt prefixes ------------------------------------------------------
+
+#: Three images with four documents each, and one image with one (which runs whole).
+SHARED_DOCS = tuple((TEXTS[t], i) for i in range(3) for t in range(4)) + ((TEXTS[0], 3),)
+
+
+def _right_padded(processor: Any, family: families.Family, docs: list[tuple[str, int]]) -> Any:
+    """Processor output for ``(text, image index)`` documents, right-padded."""
+    prompts = [families.build_prompt(processor, family, text) for text, _ in docs]
+    per_doc = [[IMAGES[image]] for _, image in docs]
+    with right_padding(processor.tokenizer):
+        return processor(
+            images=families.processor_images(family, per_doc), text=prompts, padding=True, return_tensors="pt"
+        )
+
+
+def _whole(model: Any, processor: Any, family: families.Family, pooling: str) -> Any:
+    """Features of every document of :data:`SHARED_DOCS` run alone, as extraction without sharing gives them."""
+    parts, layers = extract.find_decoder(model, family), range(model.config.get_text_config().num_hidden_layers + 1)
+    out = []
+    for doc in SHARED_DOCS:
+        batch = _right_padded(processor, family, [doc])
+        image = families.image_positions(model.config, family, batch) if pooling in ("image", "text") else None
+        forward = families.forward_kwargs(model, family, batch)
+        out.append(extract.extract_batch(model, forward, pooling, layers, image, parts)[0])
+    return np.stack(out)
+
+
+def _shared(model: Any, processor: Any, family: families.Family, pooling: str, batch_size: int) -> tuple[Any, list]:
+    """Features of :data:`SHARED_DOCS` through the shared-prefix path (NaN rows: not shared), and the plan."""
+    parts, layers = extract.find_decoder(model, family), range(model.config.get_text_config().num_hidden_layers + 1)
+    inputs = _right_padded(processor, family, list(SHARED_DOCS))
+    keys = [str(image) for _, image in SHARED_DOCS]
+    tokens = dict(enumerate(doc_tokens(inputs, families.image_positions(model.config, family, inputs), keys)))
+    batches, _ = plan_prefix_batches(tokens, max_groups=batch_size)
+    out = np.full((len(SHARED_DOCS), len(layers), model.config.get_text_config().hidden_size), np.nan, np.float32)
+    pad_id = processor.tokenizer.pad_token_id or 0
+    for batch in batches:
+        prefix = _right_padded(processor, family, [SHARED_DOCS[group[0]] for group in batch.groups])
+        prefix = truncate_inputs(prefix, batch.length)
+        for docs, feats in extract_prefix_batch(
+            model, family, parts, prefix, batch, tokens, pooling, layers, batch_size, pad_id=pad_id
+        ):
+            out[list(docs)] = feats
+    return out, batches
+
+
+def _relative_diff(a: Any, b: Any) -> float:
+    """Largest difference per layer, relative to that layer's largest value, over all layers."""
+    return float((np.abs(a - b).max(axis=(0, 2)) / np.abs(b).max(axis=(0, 2))).max())
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if families.FAMILIES[FACTS_BY_ARCH[a]].prefix_sharing])
+def test_shared_prefixes_give_the_whole_documents_features(checkpoint: Any, arch: str, record_property: Any) -> None:
+    """Where the table turns sharing on: as each document run whole (1e-3 relative), every pooling and batch size."""
+    model, processor, family = checkpoint(arch)
+    # The suffixes run through a module that holds the probed layers (and embeds the tokens).
+    suffix_decoder = families.suffix_decoder(model, family)
+    assert any(module is families.decoder_layers(model, family) for module in suffix_decoder.modules())
+    worst = {}
+    for pooling in extract.POOLINGS:
+        whole = _whole(model, processor, family, pooling)
+        for batch_size in (1, 3, 8):
+            shared, batches = _shared(model, processor, family, pooling, batch_size)
+            # The 12 documents of the three 4-document images share; the lone one does not.
+            assert sorted(d for b in batches for d in b.docs) == list(range(12))
+            assert all(len(group) == 4 for b in batches for group in b.groups)
+            worst[f"{pooling}/bs{batch_size}"] = _relative_diff(shared[:12], whole[:12])
+    record_property("shared_prefix_rel_diff", worst)
+    print(f"{arch}: shared vs whole, largest relative difference {max(worst.values()):.1e}")
+    assert max(worst.values()) < 1e-3, worst
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if not families.FAMILIES[FACTS_BY_ARCH[a]].prefix_sharing])
+def test_prefix_sharing_is_off_where_it_would_be_wrong(checkpoint: Any, arch: str) -> None:
+    """Each family the table turns off fails when forced: its prefix is not a function of the prefix alone."""
+    model, processor, family = checkpoint(arch)
+    if family.image_positions == "cross_attention":  # Mllama: no image position to end a prefix after
+        batch = _right_padded(processor, family, [SHARED_DOCS[0]])
+        with pytest.raises(ValueError, match="cross-attention"):
+            families.image_positions(model.config, family, batch)
+        return
+    try:
+        shared, _ = _shared(model, processor, family, "last", batch_size=8)
+    except (RuntimeError, ValueError):  # the T5 encoder is no decoder the suffixes could continue
+        assert family.decoder_input_ids
+        return
+    assert _relative_diff(shared[:12], _whole(model, processor, family, "last")[:12]) > 1e-3

@@ -11,7 +11,7 @@ final norm).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,36 @@ def check_pooling(pooling: str) -> str:
     return pooling
 
 
+def pooling_mask(attention_mask: Any, pooling: str, image_mask: Any | None = None) -> Any:
+    """Turn a pooling mode into the 0/1 mask of the positions it averages over (unnormalised).
+
+    Weighted by it, :func:`pool` gives per-layer *sums*; the shared-prefix path adds a
+    prefix's sums to its suffixes' and divides by the joint count.
+
+    Args:
+        attention_mask: ``[batch, seq]`` 0/1 tensor (padding on either side).
+        pooling: One of :data:`POOLINGS`.
+        image_mask: ``[batch, seq]`` bool tensor, True at image-token positions
+            (required for ``image`` and ``text``).
+
+    Returns:
+        ``[batch, seq]`` float32 tensor of 0s and 1s (``last``: one 1 per non-empty row).
+    """
+    import torch
+
+    mask = attention_mask.float()
+    if pooling == "last":
+        # The last 1 in each row: right for left and right padding alike.
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
+        weights = torch.zeros_like(mask)
+        weights[torch.arange(mask.shape[0]), last] = mask[torch.arange(mask.shape[0]), last]
+        return weights
+    if pooling in ("image", "text"):
+        image = image_mask.float() * mask
+        mask = image if pooling == "image" else mask - image
+    return mask
+
+
 def pooling_weights(attention_mask: Any, pooling: str, image_mask: Any | None = None) -> Any:
     """Turn a pooling mode into per-position weights that sum to 1 per row.
 
@@ -58,18 +88,7 @@ def pooling_weights(attention_mask: Any, pooling: str, image_mask: Any | None = 
     Raises:
         ValueError: A row has no position to pool over (e.g. no image token).
     """
-    import torch
-
-    mask = attention_mask.float()
-    if pooling == "last":
-        # The last 1 in each row: right for left and right padding alike.
-        last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)
-        weights = torch.zeros_like(mask)
-        weights[torch.arange(mask.shape[0]), last] = 1.0
-        return weights
-    if pooling in ("image", "text"):
-        image = image_mask.float() * mask
-        mask = image if pooling == "image" else mask - image
+    mask = pooling_mask(attention_mask, pooling, image_mask)
     counts = mask.sum(dim=1, keepdim=True)
     if (counts == 0).any():
         raise ValueError(f"pooling={pooling!r}: a document has no {pooling} positions to average over")
@@ -141,6 +160,39 @@ def layer_capture(parts: DecoderParts, layers: Sequence[int], weights: Any) -> I
             handle.remove()
 
 
+def run_pooled(
+    forward: Callable[[], Any], parts: DecoderParts, layers: Sequence[int], weights: Any, owner: str = "model"
+) -> Any:
+    """Call ``forward()`` with the pooling hooks installed and stack what they captured.
+
+    Args:
+        forward: Runs one forward pass over the batch the weights describe (its output is
+            discarded; the pass is stopped after the deepest requested layer).
+        parts: The probed stack's modules.
+        layers: Requested indices in ``0..L``, sorted.
+        weights: ``[batch, seq]`` pooling weights (:func:`pooling_weights`, or the
+            unnormalised :func:`pooling_mask` for sums).
+        owner: What runs the pass (named in the error).
+
+    Returns:
+        ``[batch, len(layers), hidden]`` float32 tensor on the states' device.
+
+    Raises:
+        RuntimeError: The pass never reached a requested layer.
+    """
+    import torch
+
+    with torch.inference_mode(), flush_denormals(), layer_capture(parts, layers, weights) as captured:
+        try:
+            forward()
+        except _StopForward:
+            pass
+    missing = [layer for layer in layers if layer not in captured]
+    if missing:
+        raise RuntimeError(f"{owner}: the forward pass never produced layers {missing}")
+    return torch.stack([captured[layer] for layer in layers], dim=1)
+
+
 def extract_batch(
     model: Any,
     inputs: Any,
@@ -165,18 +217,12 @@ def extract_batch(
         feature cache stores it as scaled float16, see
         :func:`~lmms_probe_tasks.transport.feature_cache.encode`).
     """
-    import torch
-
     parts = parts or find_decoder(model)
     if pooling in ("image", "text") and image_mask is None:
         raise ValueError(f"pooling={pooling!r} needs the image positions of the batch")
     weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
-    with torch.inference_mode(), flush_denormals(), layer_capture(parts, layers, weights) as captured:
-        try:
-            model(**inputs, use_cache=False, return_dict=True)
-        except _StopForward:
-            pass
-    missing = [layer for layer in layers if layer not in captured]
-    if missing:
-        raise RuntimeError(f"{type(model).__name__}: the forward pass never produced layers {missing}")
-    return torch.stack([captured[layer] for layer in layers], dim=1).cpu().numpy().astype(np.float32)
+
+    def forward() -> Any:
+        return model(**inputs, use_cache=False, return_dict=True)
+
+    return run_pooled(forward, parts, layers, weights, type(model).__name__).cpu().numpy().astype(np.float32)

@@ -16,7 +16,10 @@ image-token slots (LLaVA, Qwen2-VL, ...):
   and hooks on them reproduce ``hidden_states`` exactly;
   ``model.config.get_text_config()`` has ``num_hidden_layers`` / ``hidden_size``;
 * ``forward`` takes ``logits_to_keep`` (so the LM head can be skipped but for one
-  position).
+  position);
+* the prompt is causal: documents that show the same image and agree past it can run
+  that prefix once and their suffixes through ``get_decoder()`` against its KV cache
+  (``prefix_sharing``).
 
 Every entry that departs from a default says why in a comment. The table holds only
 what the extraction path reads; the facts only tests check (which tiny builder makes a
@@ -29,8 +32,8 @@ only the sizes differ.
 The helpers (:func:`lookup`, :func:`build_prompt` (re-exported from
 :mod:`lmms_probe_tasks.extract.prompts`), :func:`processor_images`,
 :func:`forward_kwargs`, :func:`language_hidden_states`, :func:`image_positions`,
-:func:`decoder_layers`, :func:`final_norm`) apply the table so that callers need no
-per-family branches.
+:func:`decoder_layers`, :func:`final_norm`, :func:`suffix_decoder`) apply the table so
+that callers need no per-family branches.
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ class Family:
             :attr:`final_norm` reproduce :attr:`hidden_states` exactly.
         final_norm: Dotted path of the final norm (its output is the last row).
         logits_to_keep: Whether ``forward`` has a ``logits_to_keep`` parameter.
+        prefix_sharing: Documents with the same image(s) and a common prompt prefix may
+            run that prefix once and only their suffixes against its KV cache
+            (``share_prefix=true``, :mod:`lmms_probe_tasks.extract.shared_prefix`). On only
+            where the prefix's states cannot depend on what follows (causal attention
+            over the whole prompt, image features that do not read the text) and the
+            positions and cache continue exactly; checked per family by
+            ``tests/test_families.py`` (equal where on, wrong when forced where off).
+        suffix_decoder: Dotted path of the module the suffixes run through: the probed
+            stack with its embeddings, taking ``input_ids``, ``attention_mask``,
+            ``position_ids`` and the cache.
         notes: Anything else a caller must know (recorded in every result).
     """
 
@@ -84,6 +97,8 @@ class Family:
     decoder_layers: str = "get_decoder().layers"
     final_norm: str = "get_decoder().norm"
     logits_to_keep: bool = True
+    prefix_sharing: bool = True
+    suffix_decoder: str = "get_decoder()"
     notes: str = ""
 
 
@@ -100,6 +115,8 @@ FAMILIES: dict[str, Family] = {
     "llava_next_video": Family(notes="images exactly as llava_next"),
     "llava_onevision": Family(notes="anyres_max_9; image_newline slots as llava_next"),
     "qwen2_vl": Family(
+        # prefix_sharing stays on: the suffix's M-RoPE position ids (text after the image:
+        # the same id in all three rows) continue from the largest prefix position.
         notes="M-RoPE position ids are computed inside forward from input_ids, image_grid_thw and the attention mask",
     ),
     "qwen2_5_vl": Family(notes="as qwen2_vl"),
@@ -124,11 +141,17 @@ FAMILIES: dict[str, Family] = {
         # The processor returns `labels` (all -100 without a suffix): passing them makes
         # forward compute a loss, which fails against logits_to_keep=1.
         drop_inputs=("labels",),
+        # Prefix-LM: image + the WHOLE prompt attend bidirectionally, so the image and
+        # template states depend on each document's text (forced sharing: 1e-2 to 1e-1 off).
+        prefix_sharing=False,
         notes="prefix-LM: image + prompt attend bidirectionally (token_type_ids from the processor)",
     ),
     "gemma3": Family(
         # Gemma3Processor reads a flat image list as the images of ONE prompt.
         nested_images=True,
+        # prefix_sharing stays on: only the image tokens attend bidirectionally, among
+        # themselves, and a shared prefix always holds all of them (it ends after the last
+        # one); the text attends causally. Sliding-window layers keep their window in the cache.
         notes=(
             "processor.image_token is <start_of_image> (the boi tag, one per image), NOT the id in "
             "config.image_token_id (<image_soft_token>, mm_tokens_per_image per image): locate image "
@@ -141,6 +164,10 @@ FAMILIES: dict[str, Family] = {
         image_positions="cross_attention",
         # MllamaProcessor reads a flat image list as the images of ONE prompt.
         nested_images=True,
+        # The image enters through cross-attention layers, which the suffix pass (the
+        # text decoder with a self-attention cache) would not feed: no image position to
+        # end a prefix after, and the cross-attention mask is per token.
+        prefix_sharing=False,
         notes=(
             "text_config.num_hidden_layers counts the cross-attention layers (text_config.cross_attention_layers) "
             "too; get_decoder().layers mixes both kinds"
@@ -154,9 +181,12 @@ FAMILIES: dict[str, Family] = {
         # <s><image> + 64 slots + </image> before the text itself.
         prompt="text",
         # get_decoder() returns Kosmos2TextForCausalLM, which has no layer list; the
-        # transformer is one level down.
+        # transformer is one level down (it also runs the suffixes).
         decoder_layers="text_model.model.layers",
         final_norm="text_model.model.layer_norm",
+        suffix_decoder="text_model.model",
+        # prefix_sharing stays on: a suffix's positions count its non-pad tokens plus the
+        # cache length, which is the (unpadded) prefix's length.
         notes="positions come from input_ids (pad id skipped), so either padding side works",
     ),
     "instructblip": Family(
@@ -167,6 +197,10 @@ FAMILIES: dict[str, Family] = {
         prompt="text",
         # forward takes **kwargs only (forwarded to the LM), no named logits_to_keep.
         logits_to_keep=False,
+        # The Q-Former reads the document's text (qformer_input_ids), so the image slots'
+        # features differ per document even where the token ids agree (forced sharing:
+        # 2e-3 to 2e-2 off).
+        prefix_sharing=False,
         notes=(
             "image slots = the num_query_tokens <image> tokens (config.image_token_id) the processor puts "
             "BEFORE <s>; the Q-Former also reads the text (qformer_input_ids)"
@@ -183,6 +217,8 @@ FAMILIES: dict[str, Family] = {
         decoder_layers="get_encoder().block",
         final_norm="get_encoder().final_layer_norm",
         logits_to_keep=False,
+        # An encoder attends bidirectionally; and the Q-Former reads the text, as above.
+        prefix_sharing=False,
         notes="text_config.num_hidden_layers is the ENCODER depth (T5 num_layers)",
     ),
 }
@@ -215,7 +251,11 @@ def lookup(config: Any) -> Family:
     key = family_key(config)
     if key in FAMILIES:
         return FAMILIES[key]
-    return Family(notes=f"{key!r} is not in lmms_probe_tasks.extract.families.FAMILIES: defaults assumed, unverified")
+    # Sharing a prefix is exact only where verified: off for families not in the table.
+    return Family(
+        prefix_sharing=False,
+        notes=f"{key!r} is not in lmms_probe_tasks.extract.families.FAMILIES: defaults assumed, unverified",
+    )
 
 
 def _resolve(obj: Any, path: str) -> Any:
@@ -314,6 +354,16 @@ def image_positions(config: Any, family: Family, inputs: Any) -> Any:
     return inputs["input_ids"] == config.image_token_id
 
 
+def suffix_decoder(model: Any, family: Family) -> Any:
+    """Return the module that runs a document's suffix against a prefix cache (:attr:`Family.suffix_decoder`).
+
+    Args:
+        model: The transformers model.
+        family: Its :class:`Family`.
+    """
+    return _resolve(model, family.suffix_decoder)
+
+
 def decoder_layers(model: Any, family: Family) -> Any:
     """Return the probed stack's list of layers (``len`` = ``text_config.num_hidden_layers``).
 
@@ -346,4 +396,5 @@ __all__ = [
     "language_hidden_states",
     "lookup",
     "processor_images",
+    "suffix_decoder",
 ]

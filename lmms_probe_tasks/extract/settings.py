@@ -16,12 +16,17 @@ from lmms_probe_tasks.extract.prompts import prompt_format
 #: Every ``--model_args`` key of ``--model hidden_states``, in the order the docs list them.
 MODEL_ARGS: tuple[str, ...] = (
     "pretrained", "revision", "dtype", "device", "device_map", "batch_size", "pooling", "layers", "init",
-    "seed", "blind", "feature_cache", "trust_remote_code", "max_new_tokens",
+    "seed", "blind", "share_prefix", "feature_cache", "trust_remote_code", "max_new_tokens",
 )  # fmt: skip
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 INITS: tuple[str, ...] = ("pretrained", "random")
 #: Meta keys that determine the features (with the config hash, revision and versions).
 _FINGERPRINT_KEYS = ("model", "model_type", "dtype", "init", "pooling", "layers", "blind", "stack")
+#: Meta keys that describe how the features were computed but not what they are: kept out
+#: of the fingerprint, so a run reuses features cached by a run with other values.
+#: ``share_prefix`` gives the same features (tested to float rounding) either way.
+_NOT_FINGERPRINTED = ("share_prefix",)
+FLAGS: dict[str, bool] = {"true": True, "false": False}
 
 
 def check_model_args(unknown: dict[str, Any]) -> None:
@@ -57,6 +62,27 @@ def check_choice(name: str, value: str, valid: tuple[str, ...], note: str = "") 
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not supported; valid: {', '.join(valid)}{note}")
     return value
+
+
+def check_flag(name: str, value: bool | str) -> bool:
+    """Validate a true/false model arg (lmms-eval passes ``true``/``false`` as bools, anything else as a string).
+
+    Args:
+        name: The arg's name (``share_prefix``, ...).
+        value: The value given.
+
+    Returns:
+        The boolean.
+
+    Raises:
+        ValueError: Naming the value and the valid set.
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in FLAGS:
+        raise ValueError(f"{name}={value!r} is not supported; valid: {', '.join(FLAGS)}")
+    return FLAGS[text]
 
 
 def check_batch_size(value: int | str) -> int:
@@ -138,6 +164,7 @@ def extraction_meta(
     blind: str,
     family: Family,
     processor: Any,
+    share_prefix: bool = False,
 ) -> dict[str, Any]:
     """Describe how the features are made: recorded in every result (``config.extraction``).
 
@@ -153,6 +180,9 @@ def extraction_meta(
         blind: The modality baseline.
         family: The checkpoint's family entry.
         processor: The checkpoint's processor (for the prompt layout).
+        share_prefix: Whether documents of one image may run their common prompt prefix
+            once (the ``share_prefix`` arg and the family's
+            :attr:`~lmms_probe_tasks.extract.families.Family.prefix_sharing` both on).
 
     Returns:
         JSON-ready settings, key order as in the artifacts.
@@ -171,6 +201,7 @@ def extraction_meta(
         "layer_0": "input embeddings of the language decoder (image features in place)",
         "last_layer": "decoder output after the final norm (transformers' hidden_states convention)",
         "blind": blind,
+        "share_prefix": bool(share_prefix),
         "stack": family.stack,
         "prompt_format": prompt_format(processor, family),
         "family_notes": family.notes,
@@ -183,7 +214,9 @@ def cache_fingerprint(meta: dict[str, Any], config: Any, revision: str) -> dict[
     The weights enter through ``meta["weights"]``
     (:func:`~lmms_probe_tasks.extract.weights_id.weights_identity`: a local folder's
     weight-file fingerprint, a hub id's resolved commit), the storage layout through
-    :data:`~lmms_probe_tasks.transport.feature_cache.CACHE_FORMAT`.
+    :data:`~lmms_probe_tasks.transport.feature_cache.CACHE_FORMAT`. Settings that change
+    how features are computed but not their values (``share_prefix``) stay out, so
+    cached documents are reused across them.
 
     Args:
         meta: :func:`extraction_meta` of the run, with its ``weights`` entry set.

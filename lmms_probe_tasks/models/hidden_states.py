@@ -2,14 +2,17 @@
 
 One wrapper serves both kinds of request so probing joins an existing eval suite in
 one run: a request whose ``generation_kwargs`` carry ``probe: true`` (set by the
-probe tasks' template) gets one forward pass and a feature key as its response;
-any other request is answered by greedy generation. The work lives in
-:mod:`lmms_probe_tasks.extract` (checks, loading, prompts, capture) and
-:mod:`lmms_probe_tasks.transport` (store, feature cache); this class routes.
+probe tasks' template) gets one forward pass and a feature key as its response
+(documents that show the same image and agree past it share one pass over that
+prefix, then run only their own suffixes); any other request is answered by greedy
+generation. The work lives in :mod:`lmms_probe_tasks.extract` (checks, loading,
+prompts, capture, shared prefixes) and :mod:`lmms_probe_tasks.transport` (store,
+feature cache); this class routes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -23,6 +26,7 @@ from lmms_probe_tasks import transport
 from lmms_probe_tasks.extract import check_pooling, extract_batch, families, find_decoder, parse_layers
 from lmms_probe_tasks.extract.generation import greedy_generate, stop_sequences
 from lmms_probe_tasks.extract.loading import check_decoder, load_config, load_processor, load_weights
+from lmms_probe_tasks.extract.prefix_plan import PrefixBatch, plan_prefix_batches, share_windows
 from lmms_probe_tasks.extract.prompts import BLINDS, FALLBACK_LAYOUT, blind_images, build_prompt
 from lmms_probe_tasks.extract.settings import (
     DTYPES,
@@ -30,10 +34,17 @@ from lmms_probe_tasks.extract.settings import (
     cache_fingerprint,
     check_batch_size,
     check_choice,
+    check_flag,
     check_image_pooling,
     check_model_args,
     extraction_meta,
     resolve_dtype,
+)
+from lmms_probe_tasks.extract.shared_prefix import (
+    doc_tokens,
+    extract_prefix_batch,
+    right_padding,
+    truncate_inputs,
 )
 from lmms_probe_tasks.extract.weights_id import weights_identity
 from lmms_probe_tasks.transport import compact, doc_key, image_digest, open_cache
@@ -60,6 +71,11 @@ class HiddenStates(lmms):
         seed: Seed of the random initialisation.
         blind: ``none`` (default); ``blank`` replaces every image by a mid-grey one of the
             same size; ``noimage`` drops the images from the prompt: the modality baselines.
+        share_prefix: ``true`` (default): documents with the same image(s) whose prompts
+            agree past the image run that prefix (vision tower included) once and only
+            their own suffixes against its KV cache: the same features, faster, where the
+            family allows it (:attr:`~lmms_probe_tasks.extract.families.Family.prefix_sharing`);
+            ``false``: every document runs whole.
         feature_cache: Folder of the content-addressed feature cache; ``default`` =
             ``$LMMS_PROBE_FEATURE_CACHE`` or ``~/.cache/lmms_probe_tasks/features``;
             ``none`` disables it. With every document cached, the weights are never loaded.
@@ -80,6 +96,7 @@ class HiddenStates(lmms):
         init: str = "pretrained",
         seed: int = 0,
         blind: str = "none",
+        share_prefix: bool | str = True,
         feature_cache: str | None = "default",
         trust_remote_code: bool = False,
         max_new_tokens: int = 256,
@@ -92,10 +109,14 @@ class HiddenStates(lmms):
         self.batch_size_per_gpu = check_batch_size(batch_size)
         self._init, self._seed = check_choice("init", init, INITS), int(seed)
         self.blind = check_choice("blind", blind, BLINDS, " (none = with the image)")
+        self._share_prefix = check_flag("share_prefix", share_prefix)
         self._pretrained, trust = str(pretrained), bool(trust_remote_code)
         self._config = load_config(self._pretrained, str(revision), trust)
         self.layers = parse_layers(layers, int(self._config.get_text_config().num_hidden_layers))
         self.family = families.lookup(self._config)
+        self.share_prefix = self._share_prefix and self.family.prefix_sharing
+        if self._share_prefix and not self.share_prefix:
+            logger.info(f"share_prefix: off for {self._config.model_type!r} (see lmms_probe_tasks/extract/families.py)")
         check_image_pooling(self.pooling, self._config, self.family, self.blind)
         check_decoder(self._config, self.family, trust)
 
@@ -146,6 +167,7 @@ class HiddenStates(lmms):
             blind=self.blind,
             family=self.family,
             processor=self.processor,
+            share_prefix=self.share_prefix,
         )
         # Identifies the weights from file metadata only: nothing is loaded here.
         self.meta["weights"] = weights_identity(self._pretrained, revision, self._config, self._init)
@@ -217,12 +239,14 @@ class HiddenStates(lmms):
         prepared = [self._prepare(text, per_doc) for text, per_doc in zip(texts, images)]
         return self._processor_inputs([p for p, _ in prepared], [i for _, i in prepared])
 
-    def _processor_inputs(self, prompts: list[str], images: list[list[Any]]) -> Any:
+    def _processor_inputs(self, prompts: list[str], images: list[list[Any]], *, right: bool = False) -> Any:
+        """Processor output for prepared prompts and images (right-padded with ``right``), on the model's device."""
         model = self._load_model()
         kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
         if any(images):
             kwargs["images"] = families.processor_images(self.family, images)
-        inputs = self.processor(**kwargs)
+        with right_padding(self.tokenizer) if right else contextlib.nullcontext():
+            inputs = self.processor(**kwargs)
         # Cast floating inputs (pixel values) to the model's dtype; ids stay integers.
         return inputs.to(self._device, model.dtype) if hasattr(inputs, "to") else inputs
 
@@ -269,33 +293,74 @@ class HiddenStates(lmms):
 
     def _answer_probes(self, requests: list[Instance], index: list[int], responses: list, bar: Any) -> None:
         """Fill ``responses[index[j]]`` with feature keys: cached documents first, the rest in batches."""
-        todo = []  # (response slot, request, cache key, prompt, images) of documents to compute
+        todo = []  # (response slot, request, cache key, prompt, images, image digest) of documents to compute
         for slot, request in zip(index, requests):
             context, _, visuals = self._doc(request)
             prompt, images = self._prepare(context, visuals)
-            key = doc_key(self.fingerprint, prompt, image_digest(images)) if self.cache else None
+            digest = image_digest(images) if self.cache or self.share_prefix else None
+            key = doc_key(self.fingerprint, prompt, digest) if self.cache else None
             # get() verifies the checksum; the array itself is not kept (rank 0 reads the file).
             if self.cache and self.cache.get(key) is not None:
                 self._respond(responses, slot, request, None, self.cache.path(key))
                 bar.update(1)
             else:
-                todo.append((slot, request, key, prompt, images))
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
+                todo.append((slot, request, key, prompt, images, digest))
+        share = self.share_prefix and self.layers[-1] > 0  # the embeddings alone: no prefix pass to share
+        windows, alone = share_windows([item[5] if item[4] and share else "" for item in todo], 16 * self.batch_size)
+        n_shared = n_prefixes = 0
+        for window in windows:  # each image's documents together; a window's tokens are dropped after it
+            shared, rest, tokens = self._plan_sharing(todo, window)
+            alone.extend(rest)
+            for batch in shared:
+                n_shared, n_prefixes = n_shared + len(batch.docs), n_prefixes + len(batch.groups)
+                for docs, feats in self._extract_shared(batch, todo, tokens):
+                    self._finish([todo[i] for i in docs], feats, responses, bar)
+        for start in range(0, len(alone), self.batch_size):
+            chunk = [todo[i] for i in alone[start : start + self.batch_size]]
             feats = self.extract(self._processor_inputs([c[3] for c in chunk], [c[4] for c in chunk]))
-            self._check_finite(feats, [c[1] for c in chunk])
-            for row, (slot, request, key, _, _) in enumerate(chunk):
-                # Written per batch, so a killed run resumes after its last whole batch.
-                path = self.cache.put(key, feats[row]) if self.cache else None
-                # With a cache file the array is not held: 50k docs must not pile up in RAM.
-                self._respond(responses, slot, request, None if path else compact(feats[row]), path)
-            self.meta["feature_cache"]["computed"] += len(chunk)
-            bar.update(len(chunk))
+            self._finish(chunk, feats, responses, bar)
         if requests:
             logger.info(
                 f"hidden_states: {len(requests)} probe docs on this rank: {len(requests) - len(todo)} from the feature "
-                f"cache, {len(todo)} computed" + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
+                f"cache, {len(todo)} computed ({n_shared} as suffixes of {n_prefixes} shared prefixes)"
+                + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
             )
+
+    def _finish(self, chunk: list[tuple], feats: np.ndarray, responses: list, bar: Any) -> None:
+        """Check, cache and answer one computed batch (``chunk`` rows as in ``_answer_probes``' todo)."""
+        self._check_finite(feats, [c[1] for c in chunk])
+        for row, (slot, request, key, *_) in enumerate(chunk):
+            # Written per batch, so a killed run resumes after its last whole batch.
+            path = self.cache.put(key, feats[row]) if self.cache else None
+            # With a cache file the array is not held: 50k docs must not pile up in RAM.
+            self._respond(responses, slot, request, None if path else compact(feats[row]), path)
+        self.meta["feature_cache"]["computed"] += len(chunk)
+        bar.update(len(chunk))
+
+    def _plan_sharing(self, todo: list[tuple], window: list[int]) -> tuple[list[PrefixBatch], list[int], dict]:
+        """Plan one window of documents (indices into ``todo``): prefix batches, the rest, and their tokens.
+
+        The window's documents are tokenised with their images (the processor decides
+        how many image tokens there are).
+        """
+        tokens = {}
+        for start in range(0, len(window), self.batch_size):
+            chunk = window[start : start + self.batch_size]
+            inputs = self._processor_inputs([todo[i][3] for i in chunk], [todo[i][4] for i in chunk])
+            image_mask = families.image_positions(self._config, self.family, inputs)
+            tokens.update(zip(chunk, doc_tokens(inputs, image_mask, [todo[i][5] for i in chunk])))
+        shared, rest = plan_prefix_batches(tokens, max_groups=self.batch_size)
+        return shared, rest, tokens
+
+    def _extract_shared(self, batch: PrefixBatch, todo: list[tuple], tokens: dict[int, Any]) -> Any:
+        """Yield ``(todo indices, features)`` per suffix pass of one prefix batch."""
+        reps = [group[0] for group in batch.groups]
+        inputs = self._processor_inputs([todo[r][3] for r in reps], [todo[r][4] for r in reps], right=True)
+        pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
+        yield from extract_prefix_batch(
+            self._load_model(), self.family, self._decoder, truncate_inputs(inputs, batch.length), batch, tokens,
+            self.pooling, self.layers, self.batch_size, pad_id=pad_id, device=self._device,
+        )  # fmt: skip
 
     def _check_finite(self, feats: np.ndarray, requests: list[Instance]) -> None:
         """Stop at the first batch whose features hold NaN or inf, naming its documents and layers."""
