@@ -1,7 +1,10 @@
-"""Massive activations: features stay finite and precise through the cache; a NaN model stops at once."""
+"""Massive activations: features stay finite and precise through the cache; an overflowing layer loses only itself."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import shutil
 from pathlib import Path
 
@@ -68,8 +71,39 @@ def test_activations_beyond_1e6_give_the_float32_scores_through_the_cache(tiny, 
         assert abs(cached[key] - reference[key]) <= 1 / 12 + 1e-9, (key, cached[key], reference[key])  # +-1 doc
 
 
-def test_a_model_that_makes_nan_stops_at_the_first_batch(tiny, tmp_path):
-    ckpt = _scaled_copy(tiny, tmp_path / "nan", float("nan"))
-    with pytest.raises(ValueError, match=r"NaN or inf hidden states for docs \[.*\] at layers \[0, 1"):
-        _scores(ckpt, str(tmp_path / "cache"))
-    assert not list((tmp_path / "cache").rglob("*.npy"))
+def _overflowing_copy(tiny: Path, out: Path, layer: int) -> Path:
+    """A copy whose decoder layer ``layer`` (0-based module) outputs inf/NaN, and so does every layer after it."""
+    from transformers import AutoModelForImageTextToText
+
+    shutil.copytree(tiny, out)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    model.get_decoder().layers[layer].mlp.down_proj.weight.data *= float("inf")
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.mark.e2e
+def test_a_model_that_overflows_late_loses_only_those_layers_through_the_cli(tiny, tmp_path):
+    from tests.test_cli_e2e import _layer_rows, _lmms_eval, _results
+
+    # Module 2's output is row 3: rows 0-2 stay finite, rows 3 (inf) and 4 (after the norm: NaN) do not.
+    ckpt = _overflowing_copy(tiny, tmp_path / "overflow", 2)
+    cache = tmp_path / "cache"
+    args = ["--model", "hidden_states", "--model_args", f"pretrained={ckpt.name},feature_cache={cache}"]
+    log = _lmms_eval(
+        args + ["--batch_size", "4", "--tasks", TASK, "--limit", "60", "--output_path", "out"], cwd=tmp_path
+    )
+    # Reported at the first batch, docs and layers named; the run goes on.
+    assert re.search(r"NaN or inf hidden states for docs \[.+\] at layers \[3, 4\]", log), log[-3000:]
+    rows = _layer_rows(_results(tmp_path / "out", log)[TASK], "map")
+    assert sorted(rows) == ["map_l00", "map_l01", "map_l02", "map_l03", "map_l04"]
+    assert all(math.isfinite(rows[f"map_l0{i}"]) for i in range(3)), rows
+    assert all(not math.isfinite(float(rows[f"map_l0{i}"])) for i in (3, 4)), rows
+    report = json.loads((tmp_path / "out" / "probes" / "overflow" / f"{TASK}.json").read_text())
+    by_layer = {row["layer"]: row for row in report["layers"]}
+    assert all("NaN or inf" in by_layer[i]["reason"] for i in (3, 4)), by_layer[3]
+    assert all(not by_layer[i].get("reason") for i in range(3))
+    assert (tmp_path / "out" / "probes" / "overflow" / f"{TASK}.csv").is_file()
+    assert (tmp_path / "out" / "probes" / "overflow" / f"{TASK}.png").is_file()
+    assert not list(cache.rglob("*.npy"))  # nothing non-finite is ever cached
+    assert report["config"]["extraction"]["nonfinite"] == {"docs": 60, "layers": [3, 4]}

@@ -325,11 +325,28 @@ class HiddenStates(lmms):
                 f"cache, {len(todo)} computed ({n_shared} as suffixes of {n_prefixes} shared prefixes)"
                 + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
             )
+        bad = self.meta.get("nonfinite", {})
+        if bad.get("docs"):
+            logger.warning(f"hidden_states: {bad['docs']} docs had NaN or inf features at layers {bad['layers']}")
 
     def _finish(self, chunk: list[tuple], feats: np.ndarray, responses: list, bar: Any) -> None:
-        """Check, cache and answer one computed batch (``chunk`` rows as in ``_answer_probes``' todo)."""
-        self._check_finite(feats, [c[1] for c in chunk])
+        """Check, cache and answer one computed batch (``chunk`` rows as in ``_answer_probes``' todo).
+
+        A document whose features hold NaN or inf at some layers is answered with them as
+        they are (float32, in memory) and never cached: those layers become NaN rows with
+        their reason at aggregation, every other layer is scored (see :meth:`_note_nonfinite`).
+        """
+        bad = ~np.isfinite(feats).all(axis=-1)  # [batch, n_layers]
+        if bad.any():
+            self._note_nonfinite(bad, [c[1] for c in chunk])
         for row, (slot, request, key, *_) in enumerate(chunk):
+            if bad[row].any():
+                x = feats[row].astype(np.float32)
+                good = ~bad[row]
+                if good.any():  # the finite layers exactly as a cache round trip gives them
+                    x[good] = compact(feats[row][good]).astype(np.float32)
+                self._respond(responses, slot, request, x, None)
+                continue
             # Written per batch, so a killed run resumes after its last whole batch.
             path = self.cache.put(key, feats[row]) if self.cache else None
             # With a cache file the array is not held: 50k docs must not pile up in RAM.
@@ -362,18 +379,25 @@ class HiddenStates(lmms):
             self.pooling, self.layers, self.batch_size, pad_id=pad_id, device=self._device,
         )  # fmt: skip
 
-    def _check_finite(self, feats: np.ndarray, requests: list[Instance]) -> None:
-        """Stop at the first batch whose features hold NaN or inf, naming its documents and layers."""
-        bad = ~np.isfinite(feats).all(axis=-1)  # [batch, n_layers]
-        if not bad.any():
-            return
+    def _note_nonfinite(self, bad: np.ndarray, requests: list[Instance]) -> None:
+        """Warn at the first batch whose features hold NaN or inf (docs and layers named); count the rest.
+
+        Args:
+            bad: ``[batch, n_layers]`` bool, True where a document's layer is not finite.
+            requests: The batch's requests, in row order.
+        """
         docs = [f"{requests[i].args[4]}/{requests[i].args[3]}" for i in np.flatnonzero(bad.any(axis=1))]
         layers = [self.layers[j] for j in np.flatnonzero(bad.any(axis=0))]
-        raise ValueError(
-            f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf hidden states for "
-            f"docs {docs} at layers {layers}; nothing of this batch is cached. Fix: run with dtype=float32 (or "
-            "bfloat16 for float16 overflow), or check the checkpoint's weights."
-        )
+        seen = self.meta.setdefault("nonfinite", {"docs": 0, "layers": []})
+        if not seen["docs"]:
+            logger.warning(
+                f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf hidden states for "
+                f"docs {docs[:10]}{' ...' if len(docs) > 10 else ''} at layers {layers}. Those docs are not cached; "
+                "their non-finite layers will be NaN rows with the reason, every other layer is scored. Fix: run "
+                "with dtype=float32 (or bfloat16 for float16 overflow), or check the checkpoint's weights."
+            )
+        seen["docs"] += len(docs)
+        seen["layers"] = sorted(set(seen["layers"]) | set(layers))
 
     def _respond(self, responses: list, slot: int, request: Instance, feats: Any, path: Any) -> None:
         _, _, _, doc_id, task, _ = request.args
