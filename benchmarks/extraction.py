@@ -212,7 +212,7 @@ def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: i
     def run(share: bool) -> np.ndarray:
         wrapper.share_prefix = share
         keys = wrapper.generate_until(requests)
-        return np.stack([transport.STORE.take(key).layers for key in keys]).astype(np.float32)
+        return np.stack([transport.STORE.take(key)["language"].layers for key in keys]).astype(np.float32)
 
     compact, hidden_states.compact = hidden_states.compact, lambda feats: feats  # float32 for the comparison
     on, off = run(True), run(False)  # warm-up, and the features to compare

@@ -17,6 +17,7 @@ from lmms_probe_tasks import tiny
 from lmms_probe_tasks.extract import families
 from lmms_probe_tasks.extract.prefix_plan import plan_prefix_batches
 from lmms_probe_tasks.extract.shared_prefix import doc_tokens, extract_prefix_batch, right_padding, truncate_inputs
+from lmms_probe_tasks.extract.taps import Taps
 from tests.family_facts import BATCH_TOLERANCE, FACTS, FamilyFacts
 
 torch = pytest.importorskip("torch")
@@ -348,10 +349,11 @@ def _shared(model: Any, processor: Any, family: families.Family, pooling: str, b
     for batch in batches:
         prefix = _right_padded(processor, family, [SHARED_DOCS[group[0]] for group in batch.groups])
         prefix = truncate_inputs(prefix, batch.length)
+        taps = Taps(tuple(layers), len(parts.layers))
         for docs, feats in extract_prefix_batch(
-            model, family, parts, prefix, batch, tokens, pooling, layers, batch_size, pad_id=pad_id
+            model, family, parts, prefix, batch, tokens, pooling, taps, batch_size, pad_id=pad_id
         ):
-            out[list(docs)] = feats
+            out[list(docs)] = feats["language"]
     return out, batches
 
 

@@ -106,4 +106,4 @@ def test_a_model_that_overflows_late_loses_only_those_layers_through_the_cli(tin
     assert (tmp_path / "out" / "probes" / "overflow" / f"{TASK}.csv").is_file()
     assert (tmp_path / "out" / "probes" / "overflow" / f"{TASK}.png").is_file()
     assert not list(cache.rglob("*.npy"))  # nothing non-finite is ever cached
-    assert report["config"]["extraction"]["nonfinite"] == {"docs": 60, "layers": [3, 4]}
+    assert report["config"]["extraction"]["nonfinite"] == {"language": {"docs": 60, "layers": [3, 4]}}

@@ -144,7 +144,7 @@ def _features(wrapper, docs: list[dict], ids: list[int] | None = None) -> np.nda
     ]  # fmt: skip
     out = []
     for key in wrapper.generate_until(requests):
-        item = transport.STORE.take(key)
+        item = transport.STORE.take(key)["language"]
         out.append(item.layers if item.layers is not None else transport.feature_cache.read_verified(item.path))
     return np.stack(out).astype(np.float32)
 

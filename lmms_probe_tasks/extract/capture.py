@@ -108,25 +108,37 @@ def pool(hidden: Any, weights: Any) -> Any:
     return (hidden.float() * weights.to(hidden.device).unsqueeze(-1)).sum(dim=1)
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised inside the deepest needed hook: nothing after that layer is computed."""
 
 
 @contextlib.contextmanager
-def layer_capture(parts: DecoderParts, layers: Sequence[int], weights: Any) -> Iterator[dict[int, Any]]:
+def layer_capture(
+    parts: DecoderParts,
+    layers: Sequence[int],
+    weights: Any,
+    *,
+    stop_at: int | None = None,
+    image_weights: Any | None = None,
+) -> Iterator[dict[Any, Any]]:
     """Install hooks that pool the requested layers as they are produced; always removed.
 
     Args:
         parts: The decoder's modules.
-        layers: Requested indices in ``0..L``.
+        layers: Requested indices in ``0..L`` (may be empty when only ``stop_at`` matters).
         weights: ``[batch, seq]`` pooling weights (see :func:`pooling_weights`).
+        stop_at: The index after which the pass stops (default: the deepest requested layer).
+        image_weights: ``[batch, seq]`` weights over the image positions: the decoder's input
+            pooled with them is kept under ``"projector"`` (the ``projector`` site).
 
     Yields:
-        A dict filled during the forward pass: layer index -> ``[batch, hidden]`` float32.
+        A dict filled during the forward pass: layer index -> ``[batch, hidden]`` float32
+        (and ``"projector"`` -> ``[batch, hidden]`` with ``image_weights``).
     """
     n_layers = len(parts.layers)
-    wanted, deepest = set(layers), max(layers)
-    captured: dict[int, Any] = {}
+    wanted = set(layers)
+    deepest = stop_at if stop_at is not None else max(layers)
+    captured: dict[Any, Any] = {}
 
     def store(index: int, hidden: Any) -> None:
         if isinstance(hidden, tuple):  # decoder layers return a tuple before transformers 4.54
@@ -138,8 +150,10 @@ def layer_capture(parts: DecoderParts, layers: Sequence[int], weights: Any) -> I
             )
         if index in wanted:
             captured[index] = pool(hidden, weights)
+        if index == 0 and image_weights is not None:
+            captured["projector"] = pool(hidden, image_weights)
         if index == deepest:
-            raise _StopForward
+            raise StopForward
 
     def embeddings_hook(module: Any, args: tuple, kwargs: dict) -> None:
         store(0, kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
@@ -185,7 +199,7 @@ def run_pooled(
     with torch.inference_mode(), flush_denormals(), layer_capture(parts, layers, weights) as captured:
         try:
             forward()
-        except _StopForward:
+        except StopForward:
             pass
     missing = [layer for layer in layers if layer not in captured]
     if missing:

@@ -26,15 +26,16 @@ import contextlib
 import copy
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lmms_probe_tasks.extract import families
-from lmms_probe_tasks.extract.capture import pooling_mask, run_pooled
+from lmms_probe_tasks.extract.capture import pooling_mask, pooling_weights
 from lmms_probe_tasks.extract.layers import DecoderParts
 from lmms_probe_tasks.extract.prefix_plan import DocTokens, PrefixBatch
+from lmms_probe_tasks.extract.taps import Taps, run_sites, stack_modules
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,15 @@ class PrefixState:
         cache: The ``DynamicCache`` of the prefixes (batch = groups), filled up to the
             deepest requested layer.
         sums: ``[groups, n_requested_layers, hidden]`` float32 tensor, the pooled sums over the
-            prefix positions the pooling mode covers.
+            prefix positions the pooling mode covers (None when no decoder row is requested).
         counts: ``[groups]`` float32 tensor, how many positions those sums cover.
         next_position: ``[rows, groups]`` int64 tensor, the position id of the first suffix token
             in each position row, when the decoder was handed explicit position ids
             (``rows`` = 3 for M-RoPE, 1 for plain ids); None when it computes its own.
         length: Prefix tokens per group.
+        image_sites: What only the prefix sees, per group: ``"projector"`` ``[groups, 1, d]`` and
+            ``"vision"`` ``[groups, n_vision_rows, d]`` means, ``"modules"`` module index ->
+            ``[groups, d]`` (vision-stream modules: means; decoder modules: sums like ``sums``).
     """
 
     cache: Any
@@ -58,6 +62,7 @@ class PrefixState:
     counts: Any
     next_position: Any | None
     length: int
+    image_sites: dict = field(default_factory=dict)
 
 
 def cache_argument(forward: Any) -> str:
@@ -178,8 +183,9 @@ def run_prefix(
     parts: DecoderParts,
     inputs: Mapping[str, Any],
     pooling: str,
-    layers: Sequence[int],
+    taps: Taps,
     image_mask: Any | None = None,
+    images_per_row: Sequence[int] = (),
 ) -> PrefixState:
     """Run the groups' prefixes through the whole model once, keeping the KV cache and the pooled sums.
 
@@ -189,8 +195,10 @@ def run_prefix(
         parts: The probed stack's modules.
         inputs: Processor output of the prefixes (:func:`truncate_inputs`), on the model's device.
         pooling: One of :data:`~lmms_probe_tasks.extract.capture.POOLINGS`.
-        layers: Requested indices in ``0..L``, sorted.
-        image_mask: ``[groups, P]`` bool, True at image positions (``image``/``text`` pooling).
+        taps: What to capture (:class:`~lmms_probe_tasks.extract.taps.Taps`).
+        image_mask: ``[groups, P]`` bool, True at image positions (``image``/``text`` pooling,
+            the ``projector`` site).
+        images_per_row: Images of each group (the ``vision`` site, vision-encoder modules).
 
     Returns:
         The :class:`PrefixState` the suffixes continue from.
@@ -203,6 +211,13 @@ def run_prefix(
         weights = torch.zeros(attention.shape, dtype=torch.float32, device=attention.device)
     else:
         weights = pooling_mask(attention, pooling, image_mask)
+    # The image lies wholly in the prefix: its projector mean is final here.
+    image_weights = pooling_weights(attention, "image", image_mask) if taps.projector else None
+    layout = None
+    if taps.vision is not None:
+        from lmms_probe_tasks.extract.vision import vision_layout
+
+        layout = vision_layout(inputs, taps.vision, images_per_row, model.config)
     cache = DynamicCache(config=model.config)
     kwargs = {**families.forward_kwargs(model, family, inputs), "use_cache": True, "return_dict": True}
     kwargs[cache_argument(model.forward)] = cache
@@ -214,11 +229,43 @@ def run_prefix(
     decoder = families.suffix_decoder(model, family)
     handle = decoder.register_forward_pre_hook(keep_positions, with_kwargs=True)
     try:
-        sums = run_pooled(lambda: model(**kwargs), parts, layers, weights, type(model).__name__)
+        captured = run_sites(
+            lambda: model(**kwargs), model, parts, taps, weights, stop_at=taps.stop_at,
+            image_weights=image_weights, layout=layout, owner=type(model).__name__,
+        )  # fmt: skip
     finally:
         handle.remove()
     groups, length = attention.shape
-    return PrefixState(cache, sums, weights.sum(dim=1), _continuation(seen.get("position_ids"), groups), length)
+    image_sites = {k: v for k, v in captured.items() if k in ("projector", "vision", "modules")}
+    return PrefixState(
+        cache, captured.get("language"), weights.sum(dim=1), _continuation(seen.get("position_ids"), groups), length,
+        image_sites,
+    )  # fmt: skip
+
+
+def _suffix_inputs(state: PrefixState, rows: Any, suffixes: Sequence[np.ndarray], pad_id: int, device: Any) -> tuple:
+    """Right-padded suffix ids, their mask and the decoder's keyword arguments against the expanded cache."""
+    import torch
+
+    width = max(len(suffix) for suffix in suffixes)
+    ids = torch.full((len(suffixes), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for i, suffix in enumerate(suffixes):
+        ids[i, : len(suffix)] = torch.as_tensor(np.asarray(suffix, dtype=np.int64))
+        mask[i, : len(suffix)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    kwargs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": torch.cat(
+            [torch.ones((len(suffixes), state.length), dtype=torch.long, device=device), mask], 1
+        ),
+        "use_cache": True,
+    }
+    if state.next_position is not None:
+        steps = torch.arange(width, device=device)
+        positions = state.next_position.to(device)[:, rows, None] + steps  # [rows, docs, width]
+        kwargs["position_ids"] = positions if positions.shape[0] > 1 else positions[0]
+    return mask, kwargs
 
 
 def run_suffixes(
@@ -229,10 +276,10 @@ def run_suffixes(
     rows: Sequence[int],
     suffixes: Sequence[np.ndarray],
     pooling: str,
-    layers: Sequence[int],
+    taps: Taps,
     pad_id: int = 0,
     device: Any = None,
-) -> np.ndarray:
+) -> dict[str, np.ndarray]:
     """Run documents' suffixes against their groups' prefix cache and return the full documents' pooled features.
 
     Args:
@@ -243,49 +290,51 @@ def run_suffixes(
         rows: Per document, the row of its group in ``state``.
         suffixes: Per document, the ``[seq]`` token ids after the prefix (at least one; no image token).
         pooling: One of :data:`~lmms_probe_tasks.extract.capture.POOLINGS`.
-        layers: Requested indices in ``0..L``, sorted (those of the prefix pass).
+        taps: What the prefix pass captured (:class:`~lmms_probe_tasks.extract.taps.Taps`).
         pad_id: Token id the suffixes are right-padded with (masked out).
         device: Where the token ids go (the embeddings' device); default: that of the prefix sums.
 
     Returns:
-        ``[docs, len(layers), hidden]`` float32 array, as
-        :func:`~lmms_probe_tasks.extract.capture.extract_batch` gives for the whole documents.
+        Site -> ``[docs, rows, d]`` float32 array, as
+        :func:`~lmms_probe_tasks.extract.taps.extract_sites` gives for the whole documents.
 
     Raises:
         ValueError: A document would pool over no position.
     """
     import torch
 
-    device = device if device is not None else state.sums.device
-    width = max(len(suffix) for suffix in suffixes)
-    ids = torch.full((len(suffixes), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(suffixes), width), dtype=torch.long)
-    for i, suffix in enumerate(suffixes):
-        ids[i, : len(suffix)] = torch.as_tensor(np.asarray(suffix, dtype=np.int64))
-        mask[i, : len(suffix)] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    anchor = state.sums if state.sums is not None else state.counts
+    device = device if device is not None else anchor.device
     index = torch.as_tensor(list(rows), dtype=torch.long, device=device)
-    weights = pooling_mask(mask, pooling, torch.zeros_like(mask, dtype=torch.bool))
-    decoder = families.suffix_decoder(model, family)
-    kwargs: dict[str, Any] = {
-        "input_ids": ids,
-        "attention_mask": torch.cat(
-            [torch.ones((len(suffixes), state.length), dtype=torch.long, device=device), mask], 1
-        ),
-        "use_cache": True,
-        cache_argument(decoder.forward): expand_cache(state.cache, index),
-    }
-    if state.next_position is not None:
-        steps = torch.arange(width, device=device)
-        positions = state.next_position.to(device)[:, index, None] + steps  # [rows, docs, width]
-        kwargs["position_ids"] = positions if positions.shape[0] > 1 else positions[0]
-    sums = run_pooled(lambda: decoder(**kwargs), parts, layers, weights, type(decoder).__name__)
-    index = index.to(sums.device)
-    counts = state.counts.to(sums.device)[index] + weights.to(sums.device).sum(dim=1)
-    if bool((counts == 0).any()):
-        raise ValueError(f"pooling={pooling!r}: a document has no {pooling} positions to average over")
-    feats = (state.sums.to(sums.device)[index] + sums) / counts[:, None, None]
-    return feats.cpu().numpy().astype(np.float32)
+    out: dict[str, Any] = {k: state.image_sites[k][index.to(state.image_sites[k].device)]
+                           for k in ("projector", "vision") if k in state.image_sites}  # fmt: skip
+    prefix_modules = state.image_sites.get("modules", {})
+    modules = {j: prefix_modules[j][index.to(prefix_modules[j].device)] for j in taps.vision_modules}
+    if taps.suffix_needed:
+        mask, kwargs = _suffix_inputs(state, index, suffixes, pad_id, device)
+        weights = pooling_mask(mask, pooling, torch.zeros_like(mask, dtype=torch.bool))
+        decoder = families.suffix_decoder(model, family)
+        kwargs[cache_argument(decoder.forward)] = expand_cache(state.cache, index)
+        captured = run_sites(
+            lambda: decoder(**kwargs), model, parts, taps, weights, stop_at=taps.suffix_stop,
+            owner=type(decoder).__name__,
+        )  # fmt: skip
+        counts = state.counts.to(weights.device)[index.to(weights.device)] + weights.sum(dim=1)
+        if bool((counts == 0).any()):
+            raise ValueError(f"pooling={pooling!r}: a document has no {pooling} positions to average over")
+        if taps.layers:
+            sums = captured["language"]
+            at = index.to(sums.device)
+            out["language"] = (state.sums.to(sums.device)[at] + sums) / counts.to(sums.device)[:, None, None]
+        for j in taps.text_modules:
+            part = captured["modules"][j]
+            at = index.to(part.device)
+            modules[j] = (prefix_modules[j].to(part.device)[at] + part) / counts.to(part.device)[:, None]
+    arrays = {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
+    if taps.modules:
+        names = [tap.name for tap in taps.modules]
+        arrays["modules"] = stack_modules(modules, names).cpu().numpy().astype(np.float32)
+    return arrays
 
 
 def extract_prefix_batch(
@@ -296,12 +345,13 @@ def extract_prefix_batch(
     batch: PrefixBatch,
     tokens: Mapping[int, DocTokens],
     pooling: str,
-    layers: Sequence[int],
+    taps: Taps,
     batch_size: int,
     *,
+    images_per_group: Sequence[int] = (),
     pad_id: int = 0,
     device: Any = None,
-) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+) -> Iterator[tuple[tuple[int, ...], dict[str, np.ndarray]]]:
     """Run one prefix batch: its prefixes once, then its documents' suffixes ``batch_size`` at a time.
 
     Args:
@@ -313,19 +363,21 @@ def extract_prefix_batch(
         batch: The :class:`~lmms_probe_tasks.extract.prefix_plan.PrefixBatch`.
         tokens: The documents' tokens, by the ids ``batch`` names.
         pooling: One of :data:`~lmms_probe_tasks.extract.capture.POOLINGS`.
-        layers: Requested indices in ``0..L``, sorted.
+        taps: What to capture (:class:`~lmms_probe_tasks.extract.taps.Taps`).
         batch_size: Documents per suffix pass.
+        images_per_group: Images of each group's documents (the vision encoder's sites).
         pad_id: Token id the suffixes are right-padded with.
         device: Where the suffix token ids go (the embeddings' device).
 
     Yields:
-        ``(document ids, [len(ids), len(layers), hidden] float32 features)`` per suffix pass.
+        ``(document ids, site -> [len(ids), rows, d] float32 features)`` per suffix pass.
     """
-    image_mask = families.image_positions(model.config, family, inputs) if pooling in ("image", "text") else None
-    state = run_prefix(model, family, parts, inputs, pooling, layers, image_mask)
+    needs_mask = pooling in ("image", "text") or taps.projector
+    image_mask = families.image_positions(model.config, family, inputs) if needs_mask else None
+    state = run_prefix(model, family, parts, inputs, pooling, taps, image_mask, images_per_group)
     docs, rows = batch.docs, batch.rows
     for start in range(0, len(docs), batch_size):
         part = docs[start : start + batch_size]
         suffixes = [tokens[doc].tokens[batch.length :] for doc in part]
         step = rows[start : start + batch_size]
-        yield part, run_suffixes(model, family, parts, state, step, suffixes, pooling, layers, pad_id, device)
+        yield part, run_suffixes(model, family, parts, state, step, suffixes, pooling, taps, pad_id, device)

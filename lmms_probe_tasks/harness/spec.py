@@ -11,7 +11,7 @@ from lmms_probe_tasks.probe import TARGET_KINDS, ProtocolConfig
 #: Keys of the ``probe:`` block of a task's ``metadata``.
 PROBE_KEYS = (
     "metric", "kind", "label_field", "n_classes", "label_names", "preset", "probe", "protocol",
-    "group_field", "type_field", "semantics",
+    "group_field", "type_field", "semantics", "image_only",
 )  # fmt: skip
 METRICS = ("acc", "map")
 #: The row that puts chance next to the layer rows: the majority-class (or constant-score) baseline.
@@ -44,6 +44,10 @@ class ProbeSpec:
         type_field: Column whose value is a *type* of the control task (Hewitt & Liang);
             default: the group field.
         semantics: ``global`` or ``local`` (pairs tasks in the paper figure).
+        image_only: The target is a function of the image alone (which objects it shows), so
+            image-only sites (``vision``, ``projector``, vision-encoder modules) can be probed
+            for it; False (default) when it depends on the text too (a statement, a category
+            asked about): those rows are NaN with a reason, never a number.
     """
 
     metric: str
@@ -57,6 +61,7 @@ class ProbeSpec:
     group_field: str | None = None
     type_field: str | None = None
     semantics: str | None = None
+    image_only: bool = False
 
     @classmethod
     def from_metadata(cls, task: str, metadata: Any) -> ProbeSpec:
@@ -104,6 +109,7 @@ class ProbeSpec:
             group_field=block.get("group_field"),
             type_field=block.get("type_field"),
             semantics=semantics,
+            image_only=_flag(task, "image_only", block.get("image_only", False)),
         )
         spec.protocol_config()  # fail at task load, not after hours of extraction
         return spec
@@ -158,3 +164,10 @@ def class_names(feature: Any) -> tuple[str, ...]:
     if isinstance(feature, list) and feature:
         inner = feature[0]
     return tuple(inner.names) if isinstance(inner, datasets.ClassLabel) else ()
+
+
+def _flag(task: str, key: str, value: Any) -> bool:
+    """A YAML boolean of ``metadata.probe``, or fail naming it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"task {task}: metadata.probe.{key} must be true or false, got {value!r}")
+    return value

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -31,7 +30,8 @@ from loguru import logger
 
 from lmms_probe_tasks import transport
 from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
-from lmms_probe_tasks.harness.results import canonical, layer_rows, summarize
+from lmms_probe_tasks.harness.results import canonical, summarize
+from lmms_probe_tasks.harness.sites import not_applicable, parse_row_key, report_rows, row_key, site_depth, site_rows_of
 from lmms_probe_tasks.harness.spec import CHANCE_ROW, ProbeSpec, class_names
 from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import ProtocolConfig, multi_hot, run_protocol, text_only_score
@@ -66,24 +66,13 @@ def load_builder(dotted: str) -> Callable[..., Any]:
     return fn
 
 
-def layer_key(metric: str, layer: int, n_layers: int) -> str:
-    """Return the zero-padded row name (``acc_l07``), so lmms-eval's alphabetical table sorts by layer.
-
-    Args:
-        metric: ``acc`` or ``map``.
-        layer: The layer index.
-        n_layers: The model's depth (wider padding for models over 99 layers).
-    """
-    return f"{metric}_l{layer:0{max(2, len(str(n_layers)))}d}"
-
-
 class _Aggregations(Mapping):
     """Aggregation functions for run-time metric names (``acc_l00`` … plus the summary)."""
 
     def __init__(self, task: ProbeTask) -> None:
         self._task = task
         metric = task.spec.metric
-        self._layer_re = re.compile(rf"^{metric}_l(\d+)$")
+        self._metric = metric
         self._summary = {
             f"{metric}_best": "best",
             f"{metric}_last": "last",
@@ -92,9 +81,9 @@ class _Aggregations(Mapping):
         }
 
     def __getitem__(self, key: str) -> Callable[..., float]:
-        match = self._layer_re.match(key)
-        if match:
-            return functools.partial(self._task.aggregate_row, which=int(match.group(1)))
+        row = parse_row_key(self._metric, key)
+        if row is not None:
+            return functools.partial(self._task.aggregate_row, which=row)
         if key in self._summary:
             return functools.partial(self._task.aggregate_row, which=self._summary[key])
         raise KeyError(key)
@@ -106,7 +95,7 @@ class _Aggregations(Mapping):
         return len(self._task.metric_names)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (bool(self._layer_re.match(key)) or key in self._summary)
+        return isinstance(key, str) and (parse_row_key(self._metric, key) is not None or key in self._summary)
 
 
 class ProbeTask(ConfigurableTask):
@@ -237,8 +226,8 @@ class ProbeTask(ConfigurableTask):
             raise KeyError(f"task {self.config.task}: metadata.probe names field {name!r}, which docs lack")
         return str(doc.get("uid"))
 
-    def _features(self, doc: dict, response: Any) -> transport.DocFeatures:
-        """Take the document's features out of the in-process store, or fail with the fix."""
+    def _features(self, doc: dict, response: Any) -> dict[str, transport.DocFeatures]:
+        """Take the document's features (site -> features) out of the in-process store, or fail with the fix."""
         features = transport.STORE.take(response) if isinstance(response, str) else None
         if features is None:
             raise RuntimeError(
@@ -259,19 +248,22 @@ class ProbeTask(ConfigurableTask):
         Returns:
             Metric name -> payload, in aggregation order.
         """
-        features = self._features(doc, results[0] if results else None)
-        # Row r of the array is layer meta["layers"][r] (all layers unless the user picked some).
-        layer_ids = features.meta["layers"]
-        n_layers = features.meta.get("n_layers", layer_ids[-1])
+        by_site = self._features(doc, results[0] if results else None)
+        meta = next(iter(by_site.values())).meta
+        # Row r of a site's array is its index site_rows[site][r] (language: the layers arg).
+        site_rows = site_rows_of(meta)
+        layer_ids = site_rows.get("language", meta["layers"])
+        n_layers = meta.get("n_layers", layer_ids[-1] if layer_ids else 0)
         group = self._field(doc, self.spec.group_field, ("image_id", "scene_id"))
         base = {"uid": doc.get("uid"), "train": doc["probe_split"] == "train", "y": doc[self.spec.label_field]}
         carrier = {
             **base,
-            # The cache file's path when there is one (rank 0 reads it from disk), else the array.
-            **({"x_path": features.path} if features.path else {"x": features.layers}),
+            # Per site: the cache file's path when there is one (rank 0 reads it from disk), else the array.
+            "sites": {site: {"x_path": f.path} if f.path else {"x": f.layers} for site, f in by_site.items()},
+            "site_rows": site_rows,
             "layers": list(layer_ids),
             "n_layers": n_layers,
-            "meta": features.meta,
+            "meta": meta,
             "group": group,
             # Control-task types only where the task declares one that recurs across the split.
             "type": self._field(doc, self.spec.type_field, ()) if self.spec.type_field else None,
@@ -281,7 +273,9 @@ class ProbeTask(ConfigurableTask):
         # Insertion order is aggregation order (lmms-eval keeps rank 0's key order):
         # the carrier row comes first and fits every layer; the others read its result.
         payload = {f"{m}_best": carrier}
-        payload.update({layer_key(m, layer, n_layers): base for layer in layer_ids})
+        for site, ids in site_rows.items():
+            width = n_layers if site == "language" else max(ids, default=0)
+            payload.update({row_key(m, site, index, width): base for index in ids})
         payload.update({f"{m}_last": base, CHANCE_ROW[m]: base, "best_layer": base})
         if not self.metric_names:
             self.metric_names = list(payload)
@@ -311,14 +305,14 @@ class ProbeTask(ConfigurableTask):
             The row's value (NaN for a layer that was not scored).
         """
         if self._report is None:
-            if not items or not ("x" in items[0] or "x_path" in items[0]):
+            if not items or "sites" not in items[0]:
                 raise RuntimeError(
                     f"task {self.config.task}: a row was aggregated before the feature-carrying row; "
                     "lmms-eval changed its aggregation order (please report this)"
                 )
             self._report = self._finish(items, getattr(args, "output_path", None))
-        if isinstance(which, int):
-            return self._report.scores.get(which, math.nan)
+        if isinstance(which, tuple):
+            return self._report.site_scores.get(which, math.nan)
         return self._report.summary[which]
 
     def _targets(self, items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -329,68 +323,99 @@ class ProbeTask(ConfigurableTask):
         return np.asarray(labels, dtype=np.int64), is_train
 
     def _finish(self, items: list[dict], output_path: str | None) -> ProbeReport:
-        """Fit every layer, assemble the report, write the artifacts."""
+        """Fit every site's rows, assemble the report, write the artifacts."""
         items = canonical(items)
         y, is_train = self._targets(items)
         config = self.spec.protocol_config(self.config.generation_kwargs)
-        x = layer_major(items)
-        with flush_denormals():
-            result = run_protocol(
-                x,
-                y,
-                is_train,
-                kind=self.spec.kind,
-                config=config,
-                groups=np.array([item["group"] for item in items]),
-                types=np.array([item["type"] for item in items]) if self.spec.type_field else None,
-                layer_ids=items[0]["layers"],
-            )
-        self._warn(result)
-        rows = layer_rows(result, self.spec.metric, items[0]["n_layers"])
+        meta, site_rows, n_layers = items[0]["meta"], items[0]["site_rows"], items[0]["n_layers"]
+        groups = np.array([item["group"] for item in items])
+        types = np.array([item["type"] for item in items]) if self.spec.type_field else None
+        rows, results, xs = {}, {}, {}
+        for site, ids in site_rows.items():
+            why = {i: not_applicable(self.config.task, site, meta, i, self.spec.image_only) for i in ids}
+            reasons = {i: reason for i, reason in why.items() if reason}
+            x = xs[site] = layer_major([item["sites"][site] for item in items])
+            keep = [r for r, index in enumerate(ids) if index not in reasons]
+            if keep:
+                with flush_denormals():
+                    results[site] = run_protocol(
+                        x if len(keep) == len(ids) else x[keep], y, is_train, kind=self.spec.kind, config=config,
+                        groups=groups, types=types, layer_ids=[ids[r] for r in keep],
+                    )  # fmt: skip
+                self._warn(results[site], site)
+            depth = site_depth(site, ids, n_layers)
+            rows[site] = report_rows(site, results.get(site), ids, reasons, self.spec.metric, depth, meta)
         text_score = text_only_score([item["text"] for item in items], y, is_train, self.spec.kind)
-        summary = summarize(result, rows, self.spec.metric, text_score)
-        report_config = self._report_config(config, items[0]["meta"], is_train)
-        report = ProbeReport(self.config.task, self.spec.metric, rows, summary, report_config)
+        report = self._assemble(rows, results, text_score, config, meta, is_train)
         if output_path:
             paths = write_report(report, f"{output_path}/probes")
             logger.info(f"task {self.config.task}: per-layer results written to {paths['json'].parent}")
-            if items[0]["meta"].get("save_features"):
-                self._export(x, items, y, is_train, paths["json"].parent)
+            if meta.get("save_features"):
+                for site, ids in site_rows.items():
+                    self._export(xs[site], items, y, is_train, paths["json"].parent, site, ids)
         return report
 
-    def _warn(self, result: Any) -> None:
+    def _assemble(
+        self, rows: dict, results: dict, text_score: float, config: ProtocolConfig, meta: dict, is_train: np.ndarray
+    ) -> ProbeReport:
+        """The report: the decoder's rows (or the first probed site's) give the summary; every site's rows go in."""
+        metric = self.spec.metric
+        primary = "language" if "language" in results else next(iter(results), None)
+        if primary is None:  # nothing applies (e.g. sites=vision on a text-dependent task)
+            why = next((row["reason"] for site_rows in rows.values() for row in site_rows if row.get("reason")), "")
+            summary = {"best_layer": math.nan, "best": math.nan, "last": math.nan, "majority_baseline": math.nan,
+                       "text_only_score": text_score, "nan_reason": why}  # fmt: skip
+        else:
+            summary = summarize(results[primary], rows[primary], metric, text_score)
+        summary["site"] = primary
+        summary["sites"] = {
+            site: {
+                "best_row": (best := results[site].best_layer) if site in results else None,
+                "best": next((row[metric] for row in rows[site] if row["layer"] == best), math.nan)
+                if site in results and best is not None else math.nan,
+            }
+            for site in rows
+        }  # fmt: skip
+        report_config = self._report_config(config, meta, is_train)
+        language = rows.get("language", [])
+        others = {site: site_rows for site, site_rows in rows.items() if site != "language"}
+        return ProbeReport(self.config.task, metric, language, summary, report_config, others)
+
+    def _warn(self, result: Any, site: str = "language") -> None:
         """One warning per thing a reader of the table must know: NaN rows, unprobed layers, C at the grid edge."""
+        task = self.config.task if site == "language" else f"{self.config.task} ({site} rows)"
         if result.reason:
             logger.warning(
-                f"task {self.config.task}: layer scores are NaN: {result.reason} "
+                f"task {task}: layer scores are NaN: {result.reason} "
                 f"(probe-train {result.n_train}, probe-test {result.n_test} docs). Raise --limit or the data sizes."
             )
         if result.layer_reason:
             logger.warning(
-                f"task {self.config.task}: layers {sorted(result.layer_reason)} not probed (NaN rows; every other "
+                f"task {task}: layers {sorted(result.layer_reason)} not probed (NaN rows; every other "
                 f"layer is scored): {sorted(set(result.layer_reason.values()))}"
             )
         for note in result.notes:
             if "edge of the grid" in note:
-                logger.warning(f"task {self.config.task}: {note} (layers marked C_at_grid_edge in the JSON)")
+                logger.warning(f"task {task}: {note} (layers marked C_at_grid_edge in the JSON)")
 
-    def _export(self, x: np.ndarray, items: list[dict], y: np.ndarray, is_train: np.ndarray, folder: Any) -> None:
+    def _export(
+        self, x: np.ndarray, items: list[dict], y: np.ndarray, is_train: np.ndarray, folder: Any, site: str,
+        ids: list[int],
+    ) -> None:  # fmt: skip
         """Write ``features/<task>/<site>.safetensors`` beside the report (``save_features=true``)."""
         uids = self.dataset[self.config.test_split]["uid"]
         row_of = {uid: i for i, uid in enumerate(uids)}  # lmms-eval's doc_id is the row of the evaluated split
         meta = items[0]["meta"]
-        site = meta.get("site", "language")
         path = export_features(
             folder / "features" / self.config.task, site, x,
-            doc_id=np.array([row_of[item["uid"]] for item in items]), is_train=is_train, target=y,
-            layers=list(items[0]["layers"]),
+            doc_id=np.array([row_of[item["uid"]] for item in items]), is_train=is_train, target=y, layers=list(ids),
             metadata={
                 "task": self.config.task, "site": site, "pooling": meta.get("pooling"), "model": meta.get("model"),
                 "revision": meta.get("revision"), "class_names": list(self.spec.label_names),
-                "module_names": meta.get("module_names", []), "kind": self.spec.kind,
+                "module_names": meta.get("module_names", []) if site == "modules" else [], "kind": self.spec.kind,
             },
         )  # fmt: skip
-        logger.info(f"task {self.config.task}: features written to {path}")
+        logger.info(f"task {self.config.task}: {site} features written to {path}")
 
     def _report_config(self, config: ProtocolConfig, extraction: dict, is_train: np.ndarray) -> dict:
         """The report's ``config``: protocol, extraction, data and library versions."""

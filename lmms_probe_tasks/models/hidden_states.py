@@ -23,7 +23,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from lmms_probe_tasks import transport
-from lmms_probe_tasks.extract import check_pooling, extract_batch, families, find_decoder, parse_layers
+from lmms_probe_tasks.extract import check_pooling, families, find_decoder, parse_layers
 from lmms_probe_tasks.extract.generation import greedy_generate, stop_sequences
 from lmms_probe_tasks.extract.loading import check_decoder, load_config, load_processor, load_weights
 from lmms_probe_tasks.extract.prefix_plan import PrefixBatch, plan_prefix_batches, share_windows
@@ -46,6 +46,8 @@ from lmms_probe_tasks.extract.shared_prefix import (
     right_padding,
     truncate_inputs,
 )
+from lmms_probe_tasks.extract.sites import plan_sites, site_fingerprints
+from lmms_probe_tasks.extract.taps import extract_sites
 from lmms_probe_tasks.extract.weights_id import weights_identity
 from lmms_probe_tasks.transport import compact, doc_key, image_digest, open_cache
 
@@ -76,6 +78,13 @@ class HiddenStates(lmms):
             their own suffixes against its KV cache: the same features, faster, where the
             family allows it (:attr:`~lmms_probe_tasks.extract.families.Family.prefix_sharing`);
             ``false``: every document runs whole.
+        sites: ``language`` (default: the decoder's layers), ``vision`` (every hidden state of
+            the vision encoder), ``projector`` (the image features as the decoder receives
+            them), or a list ``[vision,projector,language]``: all from the same forward pass
+            (:mod:`lmms_probe_tasks.extract.taps`).
+        modules: A glob over ``named_modules()`` names (``*`` one component, ``**`` any) or a
+            list of them: each module's output becomes a row ``mNN`` (adds the ``modules`` site).
+        save_features: ``true`` writes each task's features per site as safetensors at aggregation.
         feature_cache: Folder of the content-addressed feature cache; ``default`` =
             ``$LMMS_PROBE_FEATURE_CACHE`` or ``~/.cache/lmms_probe_tasks/features``;
             ``none`` disables it. With every document cached, the weights are never loaded.
@@ -97,6 +106,9 @@ class HiddenStates(lmms):
         seed: int = 0,
         blind: str = "none",
         share_prefix: bool | str = True,
+        sites: Any = "language",
+        modules: Any = None,
+        save_features: bool | str = False,
         feature_cache: str | None = "default",
         trust_remote_code: bool = False,
         max_new_tokens: int = 256,
@@ -119,6 +131,12 @@ class HiddenStates(lmms):
             logger.info(f"share_prefix: off for {self._config.model_type!r} (see lmms_probe_tasks/extract/families.py)")
         check_image_pooling(self.pooling, self._config, self.family, self.blind)
         check_decoder(self._config, self.family, trust)
+        self.plan = plan_sites(
+            sites, modules, config=self._config, family=self.family, layers=self.layers, blind=self.blind,
+            trust_remote_code=trust,
+        )  # fmt: skip
+        self.taps = self.plan.taps
+        self._save_features = check_flag("save_features", save_features)
 
         self._place(device, device_map)
         self.torch_dtype = resolve_dtype(str(dtype), str(self._device))
@@ -169,6 +187,10 @@ class HiddenStates(lmms):
             processor=self.processor,
             share_prefix=self.share_prefix,
         )
+        self.meta.update(self.plan.meta)
+        self.meta["site_rows"] = self.plan.rows
+        if self._save_features:
+            self.meta["save_features"] = True
         # Identifies the weights from file metadata only: nothing is loaded here.
         self.meta["weights"] = weights_identity(self._pretrained, revision, self._config, self._init)
         transport.ACTIVE_MODEL.clear()
@@ -182,6 +204,7 @@ class HiddenStates(lmms):
             )
             self.cache = None
         self.fingerprint = cache_fingerprint(self.meta, self._config, revision)
+        self._site_keys = site_fingerprints(self.fingerprint, self.plan)
         self.meta["feature_cache"] = {
             "root": str(self.cache.root) if self.cache else None,
             "stats": self.cache.stats if self.cache else {},
@@ -252,12 +275,12 @@ class HiddenStates(lmms):
 
     def extract(self, inputs: Any) -> Any:
         """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float32."""
+        return self.extract_sites(inputs, [1] * int(inputs["input_ids"].shape[0]))["language"]
+
+    def extract_sites(self, inputs: Any, images_per_row: list[int]) -> dict[str, np.ndarray]:
+        """Every probed site's features of a batch of whole documents: site -> ``[batch, rows, d]`` float32."""
         model = self._load_model()
-        image_mask = None
-        if self.pooling in ("image", "text"):
-            image_mask = families.image_positions(model.config, self.family, inputs)
-        forward = families.forward_kwargs(model, self.family, inputs)
-        return extract_batch(model, forward, self.pooling, self.layers, image_mask, self._decoder)
+        return extract_sites(model, self.family, self._decoder, inputs, self.pooling, self.taps, images_per_row)
 
     # -- request routing ----------------------------------------------------
     def _doc(self, request: Instance) -> tuple[str, dict, list]:
@@ -298,14 +321,16 @@ class HiddenStates(lmms):
             context, _, visuals = self._doc(request)
             prompt, images = self._prepare(context, visuals)
             digest = image_digest(images) if self.cache or self.share_prefix else None
-            key = doc_key(self.fingerprint, prompt, digest) if self.cache else None
+            keys = {site: doc_key(fp, prompt, digest) for site, fp in self._site_keys.items()} if self.cache else None
             # get() verifies the checksum; the array itself is not kept (rank 0 reads the file).
-            if self.cache and self.cache.get(key) is not None:
-                self._respond(responses, slot, request, None, self.cache.path(key))
+            if keys and all(self.cache.get(key) is not None for key in keys.values()):
+                paths = {site: self.cache.path(key) for site, key in keys.items()}
+                self._respond(responses, slot, request, {site: None for site in keys}, paths)
                 bar.update(1)
             else:
-                todo.append((slot, request, key, prompt, images, digest))
-        share = self.share_prefix and self.layers[-1] > 0  # the embeddings alone: no prefix pass to share
+                todo.append((slot, request, keys, prompt, images, digest))
+        # The embeddings alone need no prefix pass to share.
+        share = self.share_prefix and not (self.taps.language_only and self.layers[-1] == 0)
         windows, alone = share_windows([item[5] if item[4] and share else "" for item in todo], 16 * self.batch_size)
         n_shared = n_prefixes = 0
         for window in windows:  # each image's documents together; a window's tokens are dropped after it
@@ -317,42 +342,48 @@ class HiddenStates(lmms):
                     self._finish([todo[i] for i in docs], feats, responses, bar)
         for start in range(0, len(alone), self.batch_size):
             chunk = [todo[i] for i in alone[start : start + self.batch_size]]
-            feats = self.extract(self._processor_inputs([c[3] for c in chunk], [c[4] for c in chunk]))
-            self._finish(chunk, feats, responses, bar)
+            inputs = self._processor_inputs([c[3] for c in chunk], [c[4] for c in chunk])
+            self._finish(chunk, self.extract_sites(inputs, [len(c[4]) for c in chunk]), responses, bar)
         if requests:
             logger.info(
                 f"hidden_states: {len(requests)} probe docs on this rank: {len(requests) - len(todo)} from the feature "
                 f"cache, {len(todo)} computed ({n_shared} as suffixes of {n_prefixes} shared prefixes)"
                 + (f" (cache: {self.cache.root})" if self.cache else " (cache off)")
             )
-        bad = self.meta.get("nonfinite", {})
-        if bad.get("docs"):
-            logger.warning(f"hidden_states: {bad['docs']} docs had NaN or inf features at layers {bad['layers']}")
+        for site, bad in self.meta.get("nonfinite", {}).items():
+            logger.warning(f"hidden_states: {bad['docs']} docs had NaN or inf {site} features at rows {bad['layers']}")
 
-    def _finish(self, chunk: list[tuple], feats: np.ndarray, responses: list, bar: Any) -> None:
+    def _finish(self, chunk: list[tuple], feats: dict[str, np.ndarray], responses: list, bar: Any) -> None:
         """Check, cache and answer one computed batch (``chunk`` rows as in ``_answer_probes``' todo).
 
-        A document whose features hold NaN or inf at some layers is answered with them as
-        they are (float32, in memory) and never cached: those layers become NaN rows with
-        their reason at aggregation, every other layer is scored (see :meth:`_note_nonfinite`).
+        ``feats``: site -> ``[batch, rows, d]``. A document whose features hold NaN or inf at
+        some rows is answered with them as they are (float32, in memory) and never cached
+        there: those rows become NaN rows with their reason at aggregation, every other row
+        is scored (see :meth:`_note_nonfinite`).
         """
-        bad = ~np.isfinite(feats).all(axis=-1)  # [batch, n_layers]
-        if bad.any():
-            self._note_nonfinite(bad, [c[1] for c in chunk])
-        for row, (slot, request, key, *_) in enumerate(chunk):
-            if bad[row].any():
-                x = feats[row].astype(np.float32)
-                good = ~bad[row]
-                if good.any():  # the finite layers exactly as a cache round trip gives them
-                    x[good] = compact(feats[row][good]).astype(np.float32)
-                self._respond(responses, slot, request, x, None)
-                continue
-            # Written per batch, so a killed run resumes after its last whole batch.
-            path = self.cache.put(key, feats[row]) if self.cache else None
-            # With a cache file the array is not held: 50k docs must not pile up in RAM.
-            self._respond(responses, slot, request, None if path else compact(feats[row]), path)
+        bad = {site: ~np.isfinite(x).all(axis=-1) for site, x in feats.items()}  # site -> [batch, rows]
+        for site, mask in bad.items():
+            if mask.any():
+                self._note_nonfinite(site, mask, [c[1] for c in chunk])
+        for row, (slot, request, keys, *_) in enumerate(chunk):
+            arrays, paths = {}, {}
+            for site, x in feats.items():
+                arrays[site], paths[site] = self._store_row(x[row], bad[site][row], keys[site] if keys else None)
+            self._respond(responses, slot, request, arrays, paths)
         self.meta["feature_cache"]["computed"] += len(chunk)
         bar.update(len(chunk))
+
+    def _store_row(self, x: np.ndarray, bad: np.ndarray, key: str | None) -> tuple[Any, Any]:
+        """One document's features at one site: ``(array or None, cache path or None)``."""
+        if bad.any():
+            out = x.astype(np.float32)
+            if (~bad).any():  # the finite rows exactly as a cache round trip gives them
+                out[~bad] = compact(x[~bad]).astype(np.float32)
+            return out, None
+        # Written per batch, so a killed run resumes after its last whole batch.
+        path = self.cache.put(key, x) if self.cache else None
+        # With a cache file the array is not held: 50k docs must not pile up in RAM.
+        return (None if path else compact(x)), path
 
     def _plan_sharing(self, todo: list[tuple], window: list[int]) -> tuple[list[PrefixBatch], list[int], dict]:
         """Plan one window of documents (indices into ``todo``): prefix batches, the rest, and their tokens.
@@ -376,33 +407,42 @@ class HiddenStates(lmms):
         pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
         yield from extract_prefix_batch(
             self._load_model(), self.family, self._decoder, truncate_inputs(inputs, batch.length), batch, tokens,
-            self.pooling, self.layers, self.batch_size, pad_id=pad_id, device=self._device,
+            self.pooling, self.taps, self.batch_size, images_per_group=[len(todo[r][4]) for r in reps],
+            pad_id=pad_id, device=self._device,
         )  # fmt: skip
 
-    def _note_nonfinite(self, bad: np.ndarray, requests: list[Instance]) -> None:
-        """Warn at the first batch whose features hold NaN or inf (docs and layers named); count the rest.
+    def _note_nonfinite(self, site: str, bad: np.ndarray, requests: list[Instance]) -> None:
+        """Warn at the first batch whose features hold NaN or inf (docs and rows named); count the rest.
 
         Args:
-            bad: ``[batch, n_layers]`` bool, True where a document's layer is not finite.
+            site: The site whose features these are.
+            bad: ``[batch, rows]`` bool, True where a document's row is not finite.
             requests: The batch's requests, in row order.
         """
         docs = [f"{requests[i].args[4]}/{requests[i].args[3]}" for i in np.flatnonzero(bad.any(axis=1))]
-        layers = [self.layers[j] for j in np.flatnonzero(bad.any(axis=0))]
-        seen = self.meta.setdefault("nonfinite", {"docs": 0, "layers": []})
-        if not seen["docs"]:
+        ids = self.plan.rows[site] if site in self.plan.rows else list(range(bad.shape[1]))
+        layers = [ids[j] for j in np.flatnonzero(bad.any(axis=0))]
+        what = "hidden states" if site == "language" else f"{site} features"
+        where = "layers" if site == "language" else f"{site} rows"
+        seen = self.meta.setdefault("nonfinite", {})
+        if not seen:
             logger.warning(
-                f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf hidden states for "
-                f"docs {docs[:10]}{' ...' if len(docs) > 10 else ''} at layers {layers}. Those docs are not cached; "
-                "their non-finite layers will be NaN rows with the reason, every other layer is scored. Fix: run "
+                f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf {what} for "
+                f"docs {docs[:10]}{' ...' if len(docs) > 10 else ''} at {where} {layers}. Those docs are not cached "
+                "there; their non-finite rows will be NaN rows with the reason, every other row is scored. Fix: run "
                 "with dtype=float32 (or bfloat16 for float16 overflow), or check the checkpoint's weights."
             )
-        seen["docs"] += len(docs)
-        seen["layers"] = sorted(set(seen["layers"]) | set(layers))
+        entry = seen.setdefault(site, {"docs": 0, "layers": []})
+        entry["docs"] += len(docs)
+        entry["layers"] = sorted(set(entry["layers"]) | set(layers))
 
-    def _respond(self, responses: list, slot: int, request: Instance, feats: Any, path: Any) -> None:
+    def _respond(self, responses: list, slot: int, request: Instance, arrays: dict, paths: dict) -> None:
         _, _, _, doc_id, task, _ = request.args
-        item = transport.DocFeatures(feats, self.meta, str(path) if path else None)
-        responses[slot] = transport.STORE.put(item, hint=f"{task}/{doc_id}")
+        items = {
+            site: transport.DocFeatures(arrays[site], self.meta, str(paths[site]) if paths[site] else None)
+            for site in arrays
+        }
+        responses[slot] = transport.STORE.put(items, hint=f"{task}/{doc_id}")
 
     def _generate_one(self, request: Instance) -> str:
         context, gen_kwargs, visuals = self._doc(request)

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class ProbeReport:
         summary: ``best_layer``, ``best``, ``last`` and run-level numbers (baselines,
             best-layer bootstrap distribution).
         config: Probe, extraction and data settings and library versions.
+        site_rows: The rows of the other probed sites (``vision``, ``projector``, ``modules``),
+            by site; each row has ``site``, ``row`` and ``layer`` (its index within the site).
     """
 
     task: str
@@ -52,11 +54,20 @@ class ProbeReport:
     rows: list[dict]
     summary: dict[str, Any]
     config: dict
+    site_rows: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def scores(self) -> dict[int, float]:
-        """Layer -> primary score."""
+        """Decoder layer -> primary score."""
         return {row["layer"]: row[self.metric] for row in self.rows}
+
+    @property
+    def site_scores(self) -> dict[tuple[str, int], float]:
+        """``(site, index)`` -> primary score, for every site's rows."""
+        out = {("language", row["layer"]): row[self.metric] for row in self.rows}
+        for site, rows in self.site_rows.items():
+            out.update({(site, row["layer"]): row[self.metric] for row in rows})
+        return out
 
     def to_dict(self) -> dict:
         """Return the report as JSON-ready data (NaN becomes null)."""
@@ -66,6 +77,7 @@ class ProbeReport:
                 "metric": self.metric,
                 "summary": self.summary,
                 "layers": self.rows,
+                **({"sites": self.site_rows} if self.site_rows else {}),
                 "config": self.config,
             }
         )
@@ -187,7 +199,9 @@ def refresh_folder(folder: Path, task: str | None = None) -> list[Path]:
         if not is_report(data):
             continue
         others = _counterparts(folder, path.name)
-        _write_csv(_merged_rows(data, others), folder / f"{data['task']}.csv")
+        # Decoder rows (with their counterparts' scores), then the other sites' rows, one CSV.
+        extra = [dict(row) for site_rows in (data.get("sites") or {}).values() for row in site_rows]
+        _write_csv(_merged_rows(data, others) + extra, folder / f"{data['task']}.csv")
         plots.append(save(task_figure(data, others), folder / f"{data['task']}.png"))
     return plots
 

@@ -1,15 +1,18 @@
 """Hands per-layer features from the model wrapper to the task in-process, out of band.
 
 lmms-eval turns every model output into a string, so arrays cannot travel through
-responses. The wrapper puts each document's ``[n_layers + 1, hidden]`` array into
-this process-wide store and returns the store key as its response; the task's
-``process_results`` (same process, same rank) takes the array back by that key.
+responses. The wrapper puts each document's features, one :class:`DocFeatures` per
+probed site (``language``: ``[n_layers + 1, hidden]``; ``vision``, ``projector``,
+``modules``: see :mod:`lmms_probe_tasks.extract.taps`), into this process-wide store and
+returns the store key as its response; the task's ``process_results`` (same process,
+same rank) takes them back by that key.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,15 +43,15 @@ class FeatureStore:
     """Thread-safe in-process mapping from response keys to :class:`DocFeatures`."""
 
     def __init__(self) -> None:
-        self._items: dict[str, DocFeatures] = {}
+        self._items: dict[str, dict[str, DocFeatures]] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count()
 
-    def put(self, features: DocFeatures, hint: str = "") -> str:
+    def put(self, features: DocFeatures | Mapping[str, DocFeatures], hint: str = "") -> str:
         """Store one document's features.
 
         Args:
-            features: What the wrapper extracted.
+            features: What the wrapper extracted: site -> features, or the ``language`` site's alone.
             hint: Human-readable part of the key (task and doc id), for log readability.
 
         Returns:
@@ -56,11 +59,11 @@ class FeatureStore:
         """
         with self._lock:
             key = f"{KEY_PREFIX}{hint}#{next(self._counter)}"
-            self._items[key] = features
+            self._items[key] = {"language": features} if isinstance(features, DocFeatures) else dict(features)
         return key
 
-    def take(self, key: str) -> DocFeatures | None:
-        """Remove and return the features stored under ``key``, or None when absent."""
+    def take(self, key: str) -> dict[str, DocFeatures] | None:
+        """Remove and return the features stored under ``key`` (site -> features), or None when absent."""
         with self._lock:
             return self._items.pop(key, None)
 
