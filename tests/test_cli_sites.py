@@ -136,6 +136,8 @@ def test_a_glob_over_the_decoder_layers_reproduces_the_decoder_rows(llava_run: t
     names = [f"model.language_model.layers.{k}" for k in range(n)]
     assert report["config"]["extraction"]["module_names"] == names
     assert [row["module"] for row in report["sites"]["modules"]] == names
+    saved = json.loads(sorted((root / "out").glob("*/*_results.json"))[-1].read_text())
+    assert saved["configs"][OBJECTS]["metadata"]["modules"] == {f"m{k:02d}": name for k, name in enumerate(names)}
     with (root / "out" / "probes" / "tiny" / f"{OBJECTS}.csv").open() as handle:
         csv_modules = [row["module"] for row in csv.DictReader(handle) if row["site"] == "modules"]
     assert csv_modules == names

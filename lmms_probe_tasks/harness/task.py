@@ -205,6 +205,11 @@ class ProbeTask(ConfigurableTask):
             if key and isinstance(table.get(key), dict):
                 self.lmms_eval_specific_kwargs = {**table.get("default", {}), **table[key]}
                 break
+        names = transport.ACTIVE_MODEL.get("module_names")
+        if names and isinstance(self.config.metadata, dict):
+            # The config lmms-eval copies into its results file: the modules= rows' names go with it.
+            width = len(str(len(names) - 1))
+            self.config.metadata["modules"] = {f"m{k:0{max(2, width)}d}": name for k, name in enumerate(names)}
 
     def _prepare_metric_and_aggregation(self) -> None:
         # Metric names depend on the model's depth: see aggregation().
