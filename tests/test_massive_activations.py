@@ -50,7 +50,7 @@ def tiny(tmp_path_factory):
 
 
 def test_activations_beyond_1e6_give_the_float32_scores_through_the_cache(tiny, tmp_path, monkeypatch):
-    from lmms_probe_tasks.models import hidden_states
+    from lmms_probe_tasks.extract import nonfinite
 
     ckpt = _scaled_copy(tiny, tmp_path / "big", 1e8)  # embeddings ~0.02 -> activations >= 1e6
     cached, model = _scores(ckpt, str(tmp_path / "cache"))
@@ -63,7 +63,7 @@ def test_activations_beyond_1e6_give_the_float32_scores_through_the_cache(tiny, 
     again, model = _scores(ckpt, str(tmp_path / "cache"))
     assert again == cached and model.meta["feature_cache"]["stats"]["hits"] == 60
     # The reference: plain float32 features, no cache, no float16 anywhere.
-    monkeypatch.setattr(hidden_states, "compact", lambda f: np.asarray(f, np.float32))
+    monkeypatch.setattr(nonfinite, "compact", lambda f: np.asarray(f, np.float32))
     reference, _ = _scores(ckpt, "none")
     layer_rows = [k for k in reference if "layer" in k]
     assert layer_rows

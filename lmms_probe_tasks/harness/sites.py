@@ -11,13 +11,15 @@ task.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lmms_probe_tasks.extract.taps import IMAGE_ONLY_SITES, ROW_PREFIX, row_name
-from lmms_probe_tasks.harness.results import layer_rows
+from lmms_probe_tasks.harness.results import layer_rows, summarize
+from lmms_probe_tasks.harness.spec import CHANCE_ROW
 
 _ROW_RE = {
     "language": r"l(\d+)",
@@ -122,4 +124,68 @@ def site_depth(site: str, ids: Sequence[int], n_layers: int) -> int:
     return max(max(ids), 1) if ids else 1
 
 
-__all__ = ["ROW_PREFIX", "not_applicable", "parse_row_key", "report_rows", "row_key", "site_depth", "site_rows_of"]
+class Aggregations(Mapping):
+    """Aggregation functions for run-time metric names (``acc_l00`` … plus the summary)."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+        metric = task.spec.metric
+        self._metric = metric
+        self._summary = {
+            f"{metric}_best": "best",
+            f"{metric}_last": "last",
+            CHANCE_ROW[metric]: "majority_baseline",
+            "best_layer": "best_layer",
+        }
+
+    def __getitem__(self, key: str) -> Callable[..., float]:
+        row = parse_row_key(self._metric, key)
+        if row is not None:
+            return functools.partial(self._task.aggregate_row, which=row)
+        if key in self._summary:
+            return functools.partial(self._task.aggregate_row, which=self._summary[key])
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._task.metric_names)
+
+    def __len__(self) -> int:
+        return len(self._task.metric_names)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (parse_row_key(self._metric, key) is not None or key in self._summary)
+
+
+def site_summary(rows: dict[str, list[dict]], results: dict[str, Any], metric: str, text_score: float) -> dict:
+    """The report's summary: from the decoder's rows, else the first probed site's; each site's best row beside it.
+
+    Args:
+        rows: Site -> its report rows (:func:`report_rows`).
+        results: Site -> its protocol result (sites with nothing probed are absent).
+        metric: The score's column.
+        text_score: The text-only baseline's score.
+
+    Returns:
+        :func:`~lmms_probe_tasks.harness.results.summarize` of the primary site, plus ``site``
+        (which one; None when nothing could be probed) and ``sites`` (site -> ``best_row``, ``best``).
+    """
+    primary = "language" if "language" in results else next(iter(results), None)
+    if primary is None:  # nothing applies (e.g. sites=vision on a text-dependent task)
+        why = next((row["reason"] for site_rows in rows.values() for row in site_rows if row.get("reason")), "")
+        summary: dict[str, Any] = dict.fromkeys(("best_layer", "best", "last", "majority_baseline"), math.nan)
+        summary.update({"text_only_score": text_score, "nan_reason": why})
+    else:
+        summary = summarize(results[primary], rows[primary], metric, text_score)
+    summary["site"] = primary
+    summary["sites"] = {}
+    for site, site_rows in rows.items():
+        best = results[site].best_layer if site in results else None
+        score = next((row[metric] for row in site_rows if row["layer"] == best), math.nan)
+        summary["sites"][site] = {"best_row": best, "best": score if best is not None else math.nan}
+    return summary
+
+
+__all__ = [
+    "ROW_PREFIX", "Aggregations", "not_applicable", "parse_row_key", "report_rows", "row_key", "site_depth",
+    "site_rows_of", "site_summary",
+]  # fmt: skip

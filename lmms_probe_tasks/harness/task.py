@@ -6,11 +6,12 @@ YAML template). Compared with a plain YAML task it
 * builds its documents itself (``download``) from a builder named in ``dataset_kwargs``,
   as one shuffled union of probe-train and probe-test docs, because lmms-eval only
   runs the model on one split;
-* turns each document's ``[n_layers + 1, hidden]`` features into metric payloads: one
+* turns each document's features (per probed site: decoder layers, vision encoder,
+  projector, named modules; :mod:`lmms_probe_tasks.harness.sites`) into metric payloads: one
   *carrier* payload holds the features, every other row's payload only the doc id; the
   carrier row is aggregated first and fits **all layers in one vectorised pass**
   (:func:`lmms_probe_tasks.probe.run_protocol`: dev-selected L2, seeds, bootstrap CIs,
-  controls, MDL); every ``<metric>_lNN`` row and the summary rows read that result, so
+  controls, MDL); every ``<metric>_lNN`` (``_vNN``, ``_proj``, ``_mNN``) row and the summary rows read that result, so
   each layer's probe is trained once per run, not once per table row;
 * declares its metric names at run time (the number of layers depends on the model);
 * fails at once, with the fix, where the harness would otherwise retry five times.
@@ -18,10 +19,9 @@ YAML template). Compared with a plain YAML task it
 
 from __future__ import annotations
 
-import functools
 import importlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,16 @@ from loguru import logger
 
 from lmms_probe_tasks import transport
 from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
-from lmms_probe_tasks.harness.results import canonical, summarize
-from lmms_probe_tasks.harness.sites import not_applicable, parse_row_key, report_rows, row_key, site_depth, site_rows_of
+from lmms_probe_tasks.harness.results import canonical
+from lmms_probe_tasks.harness.sites import (
+    Aggregations,
+    not_applicable,
+    report_rows,
+    row_key,
+    site_depth,
+    site_rows_of,
+    site_summary,
+)
 from lmms_probe_tasks.harness.spec import CHANCE_ROW, ProbeSpec, class_names
 from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import ProtocolConfig, multi_hot, run_protocol, text_only_score
@@ -64,38 +72,6 @@ def load_builder(dotted: str) -> Callable[..., Any]:
     if not callable(fn):
         raise ValueError(f"dataset_kwargs.builder {dotted!r} is not callable")
     return fn
-
-
-class _Aggregations(Mapping):
-    """Aggregation functions for run-time metric names (``acc_l00`` … plus the summary)."""
-
-    def __init__(self, task: ProbeTask) -> None:
-        self._task = task
-        metric = task.spec.metric
-        self._metric = metric
-        self._summary = {
-            f"{metric}_best": "best",
-            f"{metric}_last": "last",
-            CHANCE_ROW[metric]: "majority_baseline",
-            "best_layer": "best_layer",
-        }
-
-    def __getitem__(self, key: str) -> Callable[..., float]:
-        row = parse_row_key(self._metric, key)
-        if row is not None:
-            return functools.partial(self._task.aggregate_row, which=row)
-        if key in self._summary:
-            return functools.partial(self._task.aggregate_row, which=self._summary[key])
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._task.metric_names)
-
-    def __len__(self) -> int:
-        return len(self._task.metric_names)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (parse_row_key(self._metric, key) is not None or key in self._summary)
 
 
 class ProbeTask(ConfigurableTask):
@@ -289,7 +265,7 @@ class ProbeTask(ConfigurableTask):
     # -- aggregation (rank 0) ---------------------------------------------
     def aggregation(self) -> Mapping:
         """Return the aggregations for the run-time metric names."""
-        return _Aggregations(self)
+        return Aggregations(self)
 
     def higher_is_better(self) -> dict:
         """Return the direction of every metric seen in this run (``best_layer`` has none)."""
@@ -364,27 +340,10 @@ class ProbeTask(ConfigurableTask):
         self, rows: dict, results: dict, text_score: float, config: ProtocolConfig, meta: dict, is_train: np.ndarray
     ) -> ProbeReport:
         """The report: the decoder's rows (or the first probed site's) give the summary; every site's rows go in."""
-        metric = self.spec.metric
-        primary = "language" if "language" in results else next(iter(results), None)
-        if primary is None:  # nothing applies (e.g. sites=vision on a text-dependent task)
-            why = next((row["reason"] for site_rows in rows.values() for row in site_rows if row.get("reason")), "")
-            summary = {"best_layer": math.nan, "best": math.nan, "last": math.nan, "majority_baseline": math.nan,
-                       "text_only_score": text_score, "nan_reason": why}  # fmt: skip
-        else:
-            summary = summarize(results[primary], rows[primary], metric, text_score)
-        summary["site"] = primary
-        summary["sites"] = {
-            site: {
-                "best_row": (best := results[site].best_layer) if site in results else None,
-                "best": next((row[metric] for row in rows[site] if row["layer"] == best), math.nan)
-                if site in results and best is not None else math.nan,
-            }
-            for site in rows
-        }  # fmt: skip
+        summary = site_summary(rows, results, self.spec.metric, text_score)
         report_config = self._report_config(config, meta, is_train)
-        language = rows.get("language", [])
         others = {site: site_rows for site, site_rows in rows.items() if site != "language"}
-        return ProbeReport(self.config.task, metric, language, summary, report_config, others)
+        return ProbeReport(self.config.task, self.spec.metric, rows.get("language", []), summary, report_config, others)
 
     def _warn(self, result: Any, site: str = "language") -> None:
         """One warning per thing a reader of the table must know: NaN rows, unprobed layers, C at the grid edge."""

@@ -26,6 +26,7 @@ from lmms_probe_tasks import transport
 from lmms_probe_tasks.extract import check_pooling, families, find_decoder, parse_layers
 from lmms_probe_tasks.extract.generation import greedy_generate, stop_sequences
 from lmms_probe_tasks.extract.loading import check_decoder, load_config, load_processor, load_weights
+from lmms_probe_tasks.extract.nonfinite import keep_row, note_nonfinite
 from lmms_probe_tasks.extract.prefix_plan import PrefixBatch, plan_prefix_batches, share_windows
 from lmms_probe_tasks.extract.prompts import BLINDS, FALLBACK_LAYOUT, blind_images, build_prompt
 from lmms_probe_tasks.extract.settings import (
@@ -49,7 +50,7 @@ from lmms_probe_tasks.extract.shared_prefix import (
 from lmms_probe_tasks.extract.sites import plan_sites, site_fingerprints
 from lmms_probe_tasks.extract.taps import extract_sites
 from lmms_probe_tasks.extract.weights_id import weights_identity
-from lmms_probe_tasks.transport import compact, doc_key, image_digest, open_cache
+from lmms_probe_tasks.transport import doc_key, image_digest, open_cache
 
 __all__ = ["BLINDS", "DTYPES", "FALLBACK_LAYOUT", "INITS", "HiddenStates"]
 
@@ -359,31 +360,21 @@ class HiddenStates(lmms):
         ``feats``: site -> ``[batch, rows, d]``. A document whose features hold NaN or inf at
         some rows is answered with them as they are (float32, in memory) and never cached
         there: those rows become NaN rows with their reason at aggregation, every other row
-        is scored (see :meth:`_note_nonfinite`).
+        is scored (:mod:`lmms_probe_tasks.extract.nonfinite`).
         """
         bad = {site: ~np.isfinite(x).all(axis=-1) for site, x in feats.items()}  # site -> [batch, rows]
         for site, mask in bad.items():
             if mask.any():
-                self._note_nonfinite(site, mask, [c[1] for c in chunk])
+                docs = [f"{c[1].args[4]}/{c[1].args[3]}" for c in chunk]
+                record = self.meta.setdefault("nonfinite", {})
+                note_nonfinite(record, site, mask, docs, self.plan.rows[site], self._pretrained, self.meta["dtype"])
         for row, (slot, request, keys, *_) in enumerate(chunk):
             arrays, paths = {}, {}
             for site, x in feats.items():
-                arrays[site], paths[site] = self._store_row(x[row], bad[site][row], keys[site] if keys else None)
+                arrays[site], paths[site] = keep_row(x[row], bad[site][row], self.cache, keys[site] if keys else None)
             self._respond(responses, slot, request, arrays, paths)
         self.meta["feature_cache"]["computed"] += len(chunk)
         bar.update(len(chunk))
-
-    def _store_row(self, x: np.ndarray, bad: np.ndarray, key: str | None) -> tuple[Any, Any]:
-        """One document's features at one site: ``(array or None, cache path or None)``."""
-        if bad.any():
-            out = x.astype(np.float32)
-            if (~bad).any():  # the finite rows exactly as a cache round trip gives them
-                out[~bad] = compact(x[~bad]).astype(np.float32)
-            return out, None
-        # Written per batch, so a killed run resumes after its last whole batch.
-        path = self.cache.put(key, x) if self.cache else None
-        # With a cache file the array is not held: 50k docs must not pile up in RAM.
-        return (None if path else compact(x)), path
 
     def _plan_sharing(self, todo: list[tuple], window: list[int]) -> tuple[list[PrefixBatch], list[int], dict]:
         """Plan one window of documents (indices into ``todo``): prefix batches, the rest, and their tokens.
@@ -410,31 +401,6 @@ class HiddenStates(lmms):
             self.pooling, self.taps, self.batch_size, images_per_group=[len(todo[r][4]) for r in reps],
             pad_id=pad_id, device=self._device,
         )  # fmt: skip
-
-    def _note_nonfinite(self, site: str, bad: np.ndarray, requests: list[Instance]) -> None:
-        """Warn at the first batch whose features hold NaN or inf (docs and rows named); count the rest.
-
-        Args:
-            site: The site whose features these are.
-            bad: ``[batch, rows]`` bool, True where a document's row is not finite.
-            requests: The batch's requests, in row order.
-        """
-        docs = [f"{requests[i].args[4]}/{requests[i].args[3]}" for i in np.flatnonzero(bad.any(axis=1))]
-        ids = self.plan.rows[site] if site in self.plan.rows else list(range(bad.shape[1]))
-        layers = [ids[j] for j in np.flatnonzero(bad.any(axis=0))]
-        what = "hidden states" if site == "language" else f"{site} features"
-        where = "layers" if site == "language" else f"{site} rows"
-        seen = self.meta.setdefault("nonfinite", {})
-        if not seen:
-            logger.warning(
-                f"pretrained={self._pretrained!r} (dtype={self.meta['dtype']}) produced NaN or inf {what} for "
-                f"docs {docs[:10]}{' ...' if len(docs) > 10 else ''} at {where} {layers}. Those docs are not cached "
-                "there; their non-finite rows will be NaN rows with the reason, every other row is scored. Fix: run "
-                "with dtype=float32 (or bfloat16 for float16 overflow), or check the checkpoint's weights."
-            )
-        entry = seen.setdefault(site, {"docs": 0, "layers": []})
-        entry["docs"] += len(docs)
-        entry["layers"] = sorted(set(entry["layers"]) | set(layers))
 
     def _respond(self, responses: list, slot: int, request: Instance, arrays: dict, paths: dict) -> None:
         _, _, _, doc_id, task, _ = request.args
