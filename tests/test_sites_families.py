@@ -39,7 +39,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _run(ckpt: Path, **model_args: Any) -> dict[str, np.ndarray]:
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
-    wrapper = HiddenStates(pretrained=str(ckpt), feature_cache="none", batch_size=2, **model_args)
+    model_args.setdefault("feature_cache", "none")
+    wrapper = HiddenStates(pretrained=str(ckpt), batch_size=2, **model_args)
     docs = _docs()
     wrapper.task_dict = {"t": {"test": docs}}
     requests = [
@@ -48,7 +49,11 @@ def _run(ckpt: Path, **model_args: Any) -> dict[str, np.ndarray]:
         for i, d in enumerate(docs)
     ]  # fmt: skip
     items = [transport.STORE.take(key) for key in wrapper.generate_until(requests)]
-    return {site: np.stack([item[site].layers.astype(np.float32) for item in items]) for site in items[0]}
+
+    def array(f: Any) -> np.ndarray:  # cached documents travel as a path
+        return (f.layers if f.layers is not None else transport.read_verified(f.path)).astype(np.float32)
+
+    return {site: np.stack([array(item[site]) for item in items]) for site in items[0]}
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,3 +115,19 @@ def test_bad_site_arguments_fail_at_start_with_the_fix(built: Any, args: dict, m
 
     with pytest.raises(ValueError, match=message):
         HiddenStates(pretrained=str(built("llava")), feature_cache="none", **args)
+
+
+def test_each_site_is_cached_and_the_decoder_rows_are_shared_with_a_language_run(built: Any, tmp_path: Path) -> None:
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+
+    cache = str(tmp_path / "cache")
+    first = _run(built("llava"), sites="[vision,projector,language]", feature_cache=cache)
+    files = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == 3 * len(TEXTS)  # one entry per document and site
+    again = _run(built("llava"), sites="[vision,projector,language]", feature_cache=cache)
+    assert all(np.array_equal(first[s], again[s]) for s in first)
+    assert sorted((tmp_path / "cache").rglob("*.npy")) == files  # nothing recomputed
+    language = _run(built("llava"), feature_cache=cache)  # sites=language: the same decoder entries
+    np.testing.assert_array_equal(language["language"], first["language"])
+    wrapper = HiddenStates(pretrained=str(built("llava")), feature_cache=cache, sites="vision")
+    assert wrapper._site_keys["vision"] != wrapper._site_keys.get("language")
