@@ -6,6 +6,13 @@ model args), :mod:`~lmms_probe_tasks.extract.loading` (config, processor, weight
 :mod:`~lmms_probe_tasks.extract.prompts` (the one prompt builder),
 :mod:`~lmms_probe_tasks.extract.layers` (which layers, where they live),
 :mod:`~lmms_probe_tasks.extract.capture` (hooks and pooling),
+:mod:`~lmms_probe_tasks.extract.sites` (the ``sites=``/``modules=`` args, checked at start),
+:mod:`~lmms_probe_tasks.extract.taps` (one pass capturing every site),
+:mod:`~lmms_probe_tasks.extract.vision` (each family's vision encoder),
+:mod:`~lmms_probe_tasks.extract.module_glob` (``modules=`` globs over ``named_modules()``),
+:mod:`~lmms_probe_tasks.extract.prefix_plan` / :mod:`~lmms_probe_tasks.extract.shared_prefix`
+(each image's common prompt prefix runs once), :mod:`~lmms_probe_tasks.extract.nonfinite`
+(NaN/inf features reported, never cached),
 :mod:`~lmms_probe_tasks.extract.generation` (greedy text for non-probe requests).
 """
 

@@ -21,6 +21,11 @@ image-token slots (LLaVA, Qwen2-VL, ...):
   that prefix once and their suffixes through ``get_decoder()`` against its KV cache
   (``prefix_sharing``).
 
+Where each family's vision encoder is and how its outputs map to documents (the
+``vision`` site) is the companion table :data:`lmms_probe_tasks.extract.vision.VISION`,
+one entry per key here (supported, or the reason); which sites a family has is
+:func:`lmms_probe_tasks.extract.sites.available_sites`.
+
 Every entry that departs from a default says why in a comment. The table holds only
 what the extraction path reads; the facts only tests check (which tiny builder makes a
 family, whether real checkpoints ship a chat template, padding invariance) live in
