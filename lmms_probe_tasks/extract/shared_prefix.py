@@ -35,7 +35,8 @@ from lmms_probe_tasks.extract import families
 from lmms_probe_tasks.extract.capture import pooling_mask, pooling_weights
 from lmms_probe_tasks.extract.layers import DecoderParts
 from lmms_probe_tasks.extract.prefix_plan import DocTokens, PrefixBatch
-from lmms_probe_tasks.extract.taps import Taps, run_sites, stack_modules
+from lmms_probe_tasks.extract.site_pass import run_sites, stack_modules
+from lmms_probe_tasks.extract.taps import Taps
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def run_suffixes(
 
     Returns:
         Site -> ``[docs, rows, d]`` float32 array, as
-        :func:`~lmms_probe_tasks.extract.taps.extract_sites` gives for the whole documents.
+        :func:`~lmms_probe_tasks.extract.site_pass.extract_sites` gives for the whole documents.
 
     Raises:
         ValueError: A document would pool over no position.

@@ -47,8 +47,8 @@ from lmms_probe_tasks.extract.shared_prefix import (
     right_padding,
     truncate_inputs,
 )
+from lmms_probe_tasks.extract.site_pass import extract_sites
 from lmms_probe_tasks.extract.sites import plan_sites, site_fingerprints
-from lmms_probe_tasks.extract.taps import extract_sites
 from lmms_probe_tasks.extract.weights_id import weights_identity
 from lmms_probe_tasks.transport import doc_key, image_digest, open_cache
 
