@@ -4,6 +4,11 @@ Every run folder under ``probes/`` (each model, its random-init twin, its blind 
 curve in the panel of each task it ran; global tasks fill the left column and local tasks the
 right one (``config.semantics``), as in Tao et al. (2024). Models keep one color across panels,
 baselines one line style. It is written as ``probes/comparison.png``.
+
+Where a run also probed the image-only sites (``sites=[vision,projector,language]``), their
+rows go on the same axis before the decoder's [0, 1] (vision encoder at [-1, -0.3], projector
+at -0.15: :data:`~lmms_probe_tasks.report.stacks.COMPARISON_SPANS`), the stacks separated and
+labelled; named modules (``modules=``) have no depth to share and appear only in the per-task plot.
 """
 
 from __future__ import annotations
@@ -13,15 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmms_probe_tasks.report.figures import (
-    Curve,
-    FigureSpec,
-    Panel,
-    chance_curve,
+from lmms_probe_tasks.report.figures import Curve, FigureSpec, Panel, chance_curve, metric_name, variant_label
+from lmms_probe_tasks.report.stacks import (
+    comparison_axis,
+    comparison_series,
+    comparison_sites,
+    empty_panel_note,
     has_values,
-    metric_name,
-    series,
-    variant_label,
 )
 
 #: Columns of the comparison figure, left to right, by ``config.semantics``.
@@ -116,12 +119,12 @@ def _variant_rank(variant: str) -> tuple[int, str]:
 
 
 def _curve(run: Run, label: str, color: str) -> Curve:
-    """A run's score against relative depth; pretrained runs keep their CI band."""
+    """A run's score against relative depth (image-only stacks first); pretrained runs keep their CI band."""
     metric = run.data["metric"]
-    xs, ys = series(run.data, metric, "relative_depth")
+    xs, ys = comparison_series(run.data, metric)
     band = None
     if run.variant == "pretrained":
-        low, high = series(run.data, "ci_low", "relative_depth")[1], series(run.data, "ci_high", "relative_depth")[1]
+        low, high = comparison_series(run.data, "ci_low")[1], comparison_series(run.data, "ci_high")[1]
         band = (low, high) if has_values(low) and has_values(high) else None
     linestyle, marker = _VARIANT_STYLES.get(run.variant, (":", "^"))
     if run.variant != "pretrained":
@@ -137,13 +140,19 @@ def _panel(task: str, runs: list[Run], labels: dict[str, str], colors: dict[str,
     xs = tuple(x for curve in curves for x in curve.x)
     if (chance := chance_curve(reference, xs)) is not None:
         curves.append(chance)
+    sites = {site for run in runs for site in comparison_sites(run.data)}
+    # A run with scored image-only stacks: they go before the decoder, whose [0, 1] stays as it is.
+    xlabel, stacks, ticks = comparison_axis(sites) if sites - {"language"} else ("relative depth (layer / L)", (), ())
     return Panel(
         title=task,
-        xlabel="relative depth (layer / L)",
+        xlabel=xlabel,
         ylabel=f"test {metric_name(reference['metric'])}",
         curves=tuple(curves),
         row=row,
         col=col,
+        stacks=stacks,
+        ticks=ticks,
+        note=empty_panel_note([run.data for run in runs]),
     )
 
 

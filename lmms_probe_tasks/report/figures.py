@@ -4,12 +4,31 @@ A :class:`FigureSpec` says what a figure shows; :mod:`lmms_probe_tasks.report.pl
 Keeping the two apart lets tests assert a figure's content (which curves, which labels, which
 panels) from the artifacts without reading pixels. The comparison figure of a whole
 ``--output_path`` is built by :mod:`lmms_probe_tasks.report.comparison` from the same parts.
+
+Where a run probed more than the decoder (``sites``: vision encoder, projector, named
+modules), a task's plot becomes one *whole-model axis*: the stacks side by side in the order
+the image flows through the model (vision encoder, projector, language decoder, then the named
+modules), separated and labelled, so where object information enters is one picture. Rows
+that are not applicable to the task (image-only features of a text-dependent target) are not
+drawn; a note under the axis says which and why.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from lmms_probe_tasks.report.stacks import (
+    Stack,
+    _layout_note,
+    _layout_xlabel,
+    _number,
+    has_values,
+    not_applicable_note,
+    placed_series,
+    series,
+    whole_model_layout,
+)
 
 #: What each kind of curve is, as the legend says it.
 CONTROL_LABEL = "control task (Hewitt & Liang)"
@@ -58,6 +77,11 @@ class Panel:
         col: Grid column (0 = left).
         depth_of: When x is the layer index: the model's depth ``L``, to add a relative-depth
             axis (layer / L) on top; None for no such axis.
+        stacks: On a whole-model axis: the stacks, left to right (curves are drawn one line
+            segment per stack, with a separator between stacks); empty for a one-stack axis.
+        ticks: ``(x, label)`` of each labelled x tick (row names on a whole-model axis);
+            empty for matplotlib's own ticks.
+        note: A caption under the axis (e.g. which rows are not applicable, and why); empty for none.
     """
 
     title: str
@@ -67,6 +91,14 @@ class Panel:
     row: int = 0
     col: int = 0
     depth_of: int | None = None
+    stacks: tuple[Stack, ...] = ()
+    ticks: tuple[tuple[float, str], ...] = ()
+    note: str = ""
+
+    @property
+    def stack_labels(self) -> list[str]:
+        """The stacks' labels, left to right."""
+        return [stack.label for stack in self.stacks]
 
     @property
     def labels(self) -> list[str]:
@@ -108,31 +140,6 @@ class FigureSpec:
             if panel.title == title:
                 return panel
         raise KeyError(f"no panel {title!r}; panels: {', '.join(p.title for p in self.panels)}")
-
-
-def series(data: dict, key: str, x: str = "layer") -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return the x values and one column of a report's layer rows (missing values as NaN).
-
-    Args:
-        data: A report JSON (:meth:`~lmms_probe_tasks.report.ProbeReport.to_dict`).
-        key: The column (``acc``, ``ci_low``, ``control_score``, ...).
-        x: ``layer`` or ``relative_depth``.
-
-    Returns:
-        ``(xs, ys)``, float tuples of one entry per layer row.
-    """
-    rows = data.get("layers") or []
-    xs = tuple(_number(row.get(x)) for row in rows)
-    return xs, tuple(_number(row.get(key)) for row in rows)
-
-
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) else math.nan
-
-
-def has_values(values: tuple[float, ...]) -> bool:
-    """Whether any value is a number (not NaN): a column that applies."""
-    return any(not math.isnan(v) for v in values)
 
 
 def metric_name(metric: str) -> str:
@@ -215,6 +222,11 @@ def task_figure(data: dict, others: dict[str, dict]) -> FigureSpec:
 
     Curves: the probe with its CI band; the control task only where it applies (a non-null
     ``control_score``); each counterpart run (random-init twin, blind runs); the chance level.
+    Where a site other than the decoder has a score (``sites=[vision,projector,language]``,
+    ``modules=``), the x axis is the whole model instead (:func:`whole_model_layout`): each
+    curve runs through the vision encoder's rows, the projector and the decoder's layers, one
+    stack after the other, with the row names as ticks. Not-applicable rows are not drawn; the
+    panel's note says which and why.
 
     Args:
         data: The task's report JSON.
@@ -223,27 +235,53 @@ def task_figure(data: dict, others: dict[str, dict]) -> FigureSpec:
     Returns:
         The figure's spec (one panel).
     """
+    layout = whole_model_layout(data)
+    positions = layout[0] if layout is not None else {}
+
+    def place(site: str, row: dict) -> float | None:
+        return positions.get((site, int(_number(row.get("layer")))))
+
+    def get(report: dict, key: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        # Today's axis (the decoder's layer index), or every site's rows at their whole-model x.
+        return series(report, key) if layout is None else placed_series(report, key, place)
+
     metric = data["metric"]
-    xs, ys = series(data, metric)
-    band = (series(data, "ci_low")[1], series(data, "ci_high")[1])
+    xs, ys = get(data, metric)
+    band = (get(data, "ci_low")[1], get(data, "ci_high")[1])
     with_band = has_values(band[0]) and has_values(band[1])
     curves = [Curve(probe_label(data, with_band), "probe", xs, ys, band if with_band else None, "C0")]
-    control = series(data, "control_score")[1]
+    control = get(data, "control_score")[1]
     if has_values(control):
         curves.append(Curve(CONTROL_LABEL, "control", xs, control, color="grey", linestyle="--", marker="x"))
     styles = {"random_init": ("C1", "-.", "s")}
     for i, (name, other) in enumerate(sorted(others.items(), key=lambda item: (item[0] != "random_init", item[0]))):
         color, linestyle, marker = styles.get(name, (f"C{i + 2}", ":", "^"))
         role = "random_init" if name == "random_init" else "blind"
-        curves.append(Curve(variant_label(name), role, *series(other, metric), None, color, linestyle, marker, True))
+        curves.append(Curve(variant_label(name), role, *get(other, metric), None, color, linestyle, marker, True))
     if (chance := chance_curve(data, xs)) is not None:
         curves.append(chance)
     semantics = data.get("config", {}).get("semantics")
-    panel = Panel(
-        title=f"{data['task']}" + (f" ({semantics} semantics)" if semantics else ""),
-        xlabel="layer (0 = embeddings)",
-        ylabel=f"test {metric_name(metric)}",
-        curves=tuple(curves),
-        depth_of=depth_of(data),
-    )
+    title = f"{data['task']}" + (f" ({semantics} semantics)" if semantics else "")
+    if layout is None:
+        panel = Panel(
+            title=title,
+            xlabel="layer (0 = embeddings)",
+            ylabel=f"test {metric_name(metric)}",
+            curves=tuple(curves),
+            depth_of=depth_of(data) if data.get("layers") else None,
+            note=not_applicable_note(data),
+        )
+    else:
+        _, stacks, ticks = layout
+        panel = Panel(
+            title=title,
+            xlabel=_layout_xlabel(stacks),
+            ylabel=f"test {metric_name(metric)}",
+            curves=tuple(curves),
+            stacks=stacks,
+            ticks=ticks,
+            note=_layout_note(data, stacks),
+        )
     return FigureSpec(title=run_title(data), panels=(panel,))
+
+
