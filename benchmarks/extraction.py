@@ -19,6 +19,18 @@ image), and the whole ``generate_until`` call (processor included) is timed with
 (d) is the ratio of process CPU times (one torch thread by default: immune to other jobs on
 a shared machine); the wall-clock ratio is printed next to it.
 
+Workload ``sites`` (issue 14): one LLaVA-1.5-shaped checkpoint whose vision tower is scaled
+from CLIP ViT-L/14-336 the way ``TEXT`` scales Llama-2-7B's decoder (width / 8, depth x 12/32:
+``VISION``; 336 px, 577 positions), so the tower's share of a forward is about LLaVA-1.5-7B's.
+The same documents (one per 640x480 image, ``probe_coco_multilabel``'s prompt) go through the
+whole ``generate_until`` call (processor included, ``feature_cache=none``) per ``sites=`` value,
+repetitions interleaved (A B C C B A ...), medians of CPU times:
+
+  (e) sites=[vision,projector,language] / sites=language                   goal <= 1.05
+  (f) sites=vision / sites=language, next to the vision tower's share of a full forward,
+      timed independently on the same pixel batches (tower alone / ``model.model`` forward,
+      the LM head excluded as extraction never runs it)                   goal: about that share
+
 Workload ``protocol``: the full probe protocol (``run_protocol``, the ``paper`` preset)
 on synthetic features of 12,000 docs x 9 layers x 1,024 dims against the per-layer
 scikit-learn loop over the same C grid (standardise, fit, predict, one seed; from
@@ -29,12 +41,13 @@ Peak memory is the growth of the process's peak RSS (Linux VmHWM, reset through
 mode in a fresh subprocess (so one mode's peak cannot hide another's). Timings are
 medians of repeated calls; the machine is noisy, so compare the ratios, not the seconds.
 
-    python benchmarks/extraction.py [--workloads cost shared protocol] [--families llava qwen2_vl] [--batch 8]
+    python benchmarks/extraction.py [--workloads cost shared sites protocol] [--families llava qwen2_vl] [--batch 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -42,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 TEXT = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=12, num_attention_heads=8, num_key_value_heads=8)
@@ -63,12 +77,21 @@ CAPTIONS = (
     "A kitchen with white cabinets and a stainless steel fridge.",
 )
 PROMPT = "Caption: {text}\nDoes the caption describe this image?"  # probe_coco_entailment's template
+#: Workload ``sites``: LLaVA-1.5-7B's CLIP ViT-L/14-336 tower (24 x 1024, MLP 4096, 16 heads of 64) scaled as
+#: ``TEXT`` scales its Llama-2-7B decoder (32 x 4096 -> 12 x 512): width / 8, depth x 12/32, heads of 64. Both
+#: stacks' matmul FLOPs shrink alike, so the tower keeps about its real share of the forward's FLOPs: 4.5% for
+#: LLaVA-1.5-7B (577 vision positions, ~615 prompt tokens), 6.0% here (attention, linear in width, shrinks less).
+VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=9, num_attention_heads=2)
+SITES_PROMPT = "Describe the objects in this image."  # probe_coco_multilabel's prompt (image-only target)
+#: The ``sites=`` values the workload times, by label.
+SITES_MODES = {"all": "[vision,projector,language]", "language": "language", "vision": "vision"}
 
 
-def _build(family: str, folder: Path, real_layout: bool = False) -> Path:
+def _build(family: str, folder: Path, real_layout: bool = False, vision: dict | None = None) -> Path:
     """Tiny checkpoint for the processor, with its text config scaled up to CPU size.
 
-    ``real_layout`` also gives the processor (and vision tower) the real checkpoints' image-token count.
+    ``real_layout`` also gives the processor (and vision tower) the real checkpoints' image-token count;
+    ``vision`` sets vision-config sizes (``VISION``).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -99,6 +122,8 @@ def _build(family: str, folder: Path, real_layout: bool = False) -> Path:
         else:  # Qwen2-VL keeps the image's size up to max_pixels: let a QWEN_IMAGE-sized one through
             processor.image_processor.size = {"shortest_edge": 576, "longest_edge": QWEN_IMAGE[0] * QWEN_IMAGE[1] * 2}
         processor.save_pretrained(path)
+    for key, value in (vision or {}).items():
+        setattr(config.vision_config, key, value)
     AutoModelForImageTextToText.from_config(config).save_pretrained(path)
     return path
 
@@ -178,6 +203,29 @@ def _child(path: str, mode: str, batch: int, repeats: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024, "seq": seq, "layers": wrapper.meta["n_layers"]}))
 
 
+@contextlib.contextmanager
+def _float32_features() -> Iterator[None]:
+    """Features travel as extracted (float32), not rounded as a cache round trip rounds them: for comparisons.
+
+    Patches ``compact`` wherever the package imported it (the wrapper's modules move it around).
+    """
+    from lmms_probe_tasks import transport
+
+    compact = transport.compact
+    users = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("lmms_probe_tasks") and getattr(module, "compact", None) is compact
+    ]
+    for module in users:
+        module.compact = lambda feats: feats
+    try:
+        yield
+    finally:
+        for module in users:
+            module.compact = compact
+
+
 def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: int) -> None:
     """Time ``generate_until`` on 4 documents per image with share_prefix on and off; print JSON."""
     import numpy as np
@@ -189,7 +237,6 @@ def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: i
     from lmms_probe_tasks.extract import families
     from lmms_probe_tasks.extract.prefix_plan import plan_prefix_batches
     from lmms_probe_tasks.extract.shared_prefix import doc_tokens
-    from lmms_probe_tasks.models import hidden_states
     from lmms_probe_tasks.models.hidden_states import HiddenStates
 
     torch.set_num_threads(threads)
@@ -214,9 +261,8 @@ def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: i
         keys = wrapper.generate_until(requests)
         return np.stack([transport.STORE.take(key)["language"].layers for key in keys]).astype(np.float32)
 
-    compact, hidden_states.compact = hidden_states.compact, lambda feats: feats  # float32 for the comparison
-    on, off = run(True), run(False)  # warm-up, and the features to compare
-    hidden_states.compact = compact
+    with _float32_features():
+        on, off = run(True), run(False)  # warm-up, and the features to compare
     scale = np.abs(off).max(axis=(0, 2))
     wall: dict[bool, list[float]] = {True: [], False: []}
     cpu: dict[bool, list[float]] = {True: [], False: []}
@@ -239,6 +285,105 @@ def _shared_child(path: str, batch: int, repeats: int, n_images: int, threads: i
         "prefix": batch_plan.length,
         "tokens": float(np.mean([len(f.tokens) for f in found])),
         "docs": len(docs),
+    }
+    print(json.dumps(result))
+
+
+def _sites_child(path: str, batch: int, repeats: int, n_docs: int, threads: int) -> None:
+    """Time ``generate_until`` per ``sites=`` value and the vision tower alone vs a full forward; print JSON."""
+    import numpy as np
+    import torch
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from lmms_probe_tasks import transport
+    from lmms_probe_tasks.models.hidden_states import HiddenStates
+    from lmms_probe_tasks.numerics import flush_denormals
+
+    torch.set_num_threads(threads)
+    wrappers = {
+        label: HiddenStates(pretrained=path, dtype="float32", device="cpu", feature_cache="none", batch_size=batch,
+                            sites=value)
+        for label, value in SITES_MODES.items()
+    }  # fmt: skip
+    first = wrappers["language"]
+    model = first.model  # one copy of the weights for every wrapper: the same work, the same memory
+    for wrapper in wrappers.values():
+        wrapper._model, wrapper._decoder = model, first._decoder
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(n_docs)]
+    docs = [{"image": image, "text": SITES_PROMPT} for image in images]  # one document per image
+    requests = [
+        Instance("generate_until", (d["text"], {"probe": True}, lambda doc: [doc["image"]], i, "bench", "test"), i,
+                 {"task": "bench", "doc_id": i, "repeats": 1})
+        for i, d in enumerate(docs)
+    ]  # fmt: skip
+    for wrapper in wrappers.values():
+        wrapper.task_dict = {"bench": {"test": docs}}
+
+    def run(label: str) -> dict[str, np.ndarray]:
+        keys = wrappers[label].generate_until(requests)
+        taken = [transport.STORE.take(key) for key in keys]
+        return {site: np.stack([t[site].layers for t in taken]).astype(np.float32) for site in taken[0]}
+
+    # The independent measurement: the same processor output, the tower alone vs the whole model below the head.
+    prompts = [first.build_prompt(SITES_PROMPT, 1)] * n_docs
+
+    def processor() -> list:
+        return [
+            first._processor_inputs(prompts[i : i + batch], [[image] for image in images[i : i + batch]])
+            for i in range(0, n_docs, batch)
+        ]
+
+    batches = processor()
+
+    def tower() -> None:
+        with torch.inference_mode(), flush_denormals():
+            for inputs in batches:
+                model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True, return_dict=True)
+
+    def full() -> None:
+        with torch.inference_mode(), flush_denormals():
+            for inputs in batches:
+                model.model(**inputs, use_cache=False)
+
+    with _float32_features():
+        feats = {label: run(label) for label in SITES_MODES}  # warm-up, and the features to compare
+    tower()  # (the decoder is warm from the runs above)
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b).max() / np.abs(b).max())
+
+    timed = {**{label: (lambda label=label: run(label)) for label in SITES_MODES}, "tower": tower, "full": full,
+             "processor": processor}  # fmt: skip
+    wall: dict[str, list[float]] = {label: [] for label in timed}
+    cpu: dict[str, list[float]] = {label: [] for label in timed}
+    order = list(timed)
+    for _ in range(repeats):
+        for label in order:  # interleaved: drift on a shared machine hits every mode
+            start, start_cpu = time.perf_counter(), time.process_time()
+            timed[label]()
+            wall[label].append(time.perf_counter() - start)
+            cpu[label].append(time.process_time() - start_cpu)
+        order.reverse()  # A B C .. C B A: no mode always runs first (or last) in its repetition
+    config = model.config
+    result = {
+        "cpu": {label: statistics.median(times) for label, times in cpu.items()},
+        "wall": {label: statistics.median(times) for label, times in wall.items()},
+        "cpu_runs": cpu,
+        # Per repetition, the two sides ran back to back: these cancel drift between repetitions.
+        "paired": {
+            a: statistics.median(x / y for x, y in zip(cpu[a], cpu[b]))
+            for a, b in (("all", "language"), ("vision", "language"), ("tower", "full"))
+        },
+        "diff_language": rel(feats["all"]["language"], feats["language"]["language"]),
+        "diff_vision": rel(feats["all"]["vision"], feats["vision"]["vision"]),
+        "sites": {label: sorted(f) for label, f in feats.items()},
+        "seq": int(batches[0]["input_ids"].shape[1]),
+        "vision_seq": (config.vision_config.image_size // config.vision_config.patch_size) ** 2 + 1,  # + CLS
+        "vision_layers": int(config.vision_config.num_hidden_layers),
+        "vision_hidden": int(config.vision_config.hidden_size),
+        "docs": n_docs,
     }
     print(json.dumps(result))
 
@@ -304,6 +449,39 @@ def shared(args: argparse.Namespace, tmp: Path) -> None:
         )
 
 
+def sites(args: argparse.Namespace, tmp: Path) -> None:
+    """Workload ``sites``: (e) and (f), every ``sites=`` value in one fresh process, repetitions interleaved."""
+    path = _build("llava", tmp / "sites", real_layout=True, vision=VISION)
+    res = _spawn("--sites-child", str(path), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                 "--sites-docs", str(args.sites_docs), "--shared-threads", str(args.shared_threads))  # fmt: skip
+    cpu, wall, paired = res["cpu"], res["wall"], res["paired"]
+    print(
+        f"\n[sites] llava: vision tower {res['vision_layers']} x {res['vision_hidden']} over {res['vision_seq']} "
+        f"positions, text decoder {TEXT['num_hidden_layers']} x {TEXT['hidden_size']} over {res['seq']} tokens; "
+        f"{res['docs']} docs (one per 640x480 image), batch {args.batch}, {args.shared_threads} torch thread(s), whole "
+        f"generate_until call (processor included, feature_cache=none), median of {args.repeats} interleaved"
+    )
+    print(
+        f"  (e) sites={SITES_MODES['all']} / sites=language: CPU time {cpu['all']:.2f} s vs {cpu['language']:.2f} s "
+        f"-> {cpu['all'] / cpu['language']:.3f} (goal <= 1.05; median of the per-repetition ratios "
+        f"{paired['all']:.3f}; wall-clock {wall['all'] / wall['language']:.3f}); "
+        f"its language rows differ from sites=language's by {res['diff_language']:.1e} of the largest value"
+    )
+    print(
+        f"  (f) sites=vision / sites=language: CPU time {cpu['vision']:.2f} s vs {cpu['language']:.2f} s -> "
+        f"{cpu['vision'] / cpu['language']:.3f} (per-repetition {paired['vision']:.3f}; wall-clock "
+        f"{wall['vision'] / wall['language']:.3f}) | vision tower alone / full forward (model.model, no LM head) on "
+        f"the same pixel batches: {cpu['tower']:.2f} s / {cpu['full']:.2f} s = {cpu['tower'] / cpu['full']:.3f} "
+        f"(goal: (f) about that share; per-repetition {paired['tower']:.3f}; wall-clock "
+        f"{wall['tower'] / wall['full']:.3f}); its vision rows differ from sites=[...]'s by {res['diff_vision']:.1e}"
+    )
+    print(
+        f"      sites=vision - tower alone = {cpu['vision'] - cpu['tower']:.3f} s "
+        f"({(cpu['vision'] - cpu['tower']) / cpu['language']:.3f} of sites=language), of which the processor "
+        f"{cpu['processor']:.3f} s; the rest: pooling, image hashing, request plumbing"
+    )
+
+
 def protocol(args: argparse.Namespace) -> None:
     """Workload ``protocol``: run_protocol (paper) vs the per-layer scikit-learn loop, and the scaled estimate."""
     import numpy as np
@@ -345,8 +523,8 @@ def protocol(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", nargs="+", default=["cost", "shared", "protocol"],
-                        choices=("cost", "shared", "protocol"))  # fmt: skip
+    parser.add_argument("--workloads", nargs="+", default=["cost", "shared", "sites", "protocol"],
+                        choices=("cost", "shared", "sites", "protocol"))  # fmt: skip
     parser.add_argument("--families", nargs="+", default=["llava", "qwen2_vl"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
@@ -357,9 +535,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=max(1, os.cpu_count() or 1), help="protocol workload, both sides"
     )
-    parser.add_argument("--shared-threads", type=int, default=1, help="torch threads of the shared workload")
+    parser.add_argument("--shared-threads", type=int, default=1, help="torch threads of the shared and sites workloads")
+    parser.add_argument("--sites-docs", type=int, default=4, help="documents (one image each) of the sites workload")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--shared-child", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--sites-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child[0], args.child[1], args.batch, args.repeats)
@@ -367,11 +547,16 @@ def main() -> None:
     if args.shared_child:
         _shared_child(args.shared_child, args.batch, args.repeats, args.images, args.shared_threads)
         return
+    if args.sites_child:
+        _sites_child(args.sites_child, args.batch, args.repeats, args.sites_docs, args.shared_threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if "cost" in args.workloads:
             cost(args, Path(tmp))
         if "shared" in args.workloads:
             shared(args, Path(tmp))
+        if "sites" in args.workloads:
+            sites(args, Path(tmp))
     if "protocol" in args.workloads:
         protocol(args)
 
