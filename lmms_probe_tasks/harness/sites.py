@@ -110,7 +110,8 @@ def report_rows(
             metric: math.nan,
             "reason": reasons.get(index, ""),
         }
-        row = {"site": site, "row": row_name(site, index, width), **row}
+        # site and row go last: the CSV keeps its 0.1 column order (layer, relative_depth, metric, ...).
+        row = {**row, "site": site, "row": row_name(site, index, width)}
         if site == "modules":
             row["module"], row["stream"] = names[index], streams[index]
         out.append(row)
