@@ -22,12 +22,12 @@ from lmms_probe_tasks.extract.capture import (
     POOLING_HELP,
     POOLINGS,
     check_pooling,
-    extract_batch,
     layer_capture,
     pool,
     pooling_weights,
 )
 from lmms_probe_tasks.extract.layers import DecoderParts, find_decoder, parse_layers
+from lmms_probe_tasks.extract.site_pass import extract_batch
 
 __all__ = [
     "POOLINGS",

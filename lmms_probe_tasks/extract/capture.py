@@ -11,13 +11,10 @@ final norm).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
-from lmms_probe_tasks.extract.layers import DecoderParts, find_decoder
-from lmms_probe_tasks.numerics import flush_denormals
+from lmms_probe_tasks.extract.layers import DecoderParts
 
 POOLINGS: tuple[str, ...] = ("last", "mean", "image", "text")
 POOLING_HELP = (
@@ -172,71 +169,3 @@ def layer_capture(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def run_pooled(
-    forward: Callable[[], Any], parts: DecoderParts, layers: Sequence[int], weights: Any, owner: str = "model"
-) -> Any:
-    """Call ``forward()`` with the pooling hooks installed and stack what they captured.
-
-    Args:
-        forward: Runs one forward pass over the batch the weights describe (its output is
-            discarded; the pass is stopped after the deepest requested layer).
-        parts: The probed stack's modules.
-        layers: Requested indices in ``0..L``, sorted.
-        weights: ``[batch, seq]`` pooling weights (:func:`pooling_weights`, or the
-            unnormalised :func:`pooling_mask` for sums).
-        owner: What runs the pass (named in the error).
-
-    Returns:
-        ``[batch, len(layers), hidden]`` float32 tensor on the states' device.
-
-    Raises:
-        RuntimeError: The pass never reached a requested layer.
-    """
-    import torch
-
-    with torch.inference_mode(), flush_denormals(), layer_capture(parts, layers, weights) as captured:
-        try:
-            forward()
-        except StopForward:
-            pass
-    missing = [layer for layer in layers if layer not in captured]
-    if missing:
-        raise RuntimeError(f"{owner}: the forward pass never produced layers {missing}")
-    return torch.stack([captured[layer] for layer in layers], dim=1)
-
-
-def extract_batch(
-    model: Any,
-    inputs: Any,
-    pooling: str,
-    layers: Sequence[int],
-    image_mask: Any | None = None,
-    parts: DecoderParts | None = None,
-) -> np.ndarray:
-    """Run one (truncated) forward pass and return the requested layers' pooled states.
-
-    Args:
-        model: A transformers image-text model.
-        inputs: Forward arguments for the batch (``input_ids``, ``attention_mask``,
-            ``pixel_values``, ...), already on the model's device.
-        pooling: One of :data:`POOLINGS`.
-        layers: Requested indices in ``0..L``, sorted.
-        image_mask: ``[batch, seq]`` bool, True at image positions (``image``/``text`` pooling).
-        parts: The probed stack's modules (found with :func:`find_decoder` when omitted).
-
-    Returns:
-        ``[batch, len(layers), hidden]`` float32 array, rows in the order of ``layers`` (the
-        feature cache stores it as scaled float16, see
-        :func:`~lmms_probe_tasks.transport.feature_cache.encode`).
-    """
-    parts = parts or find_decoder(model)
-    if pooling in ("image", "text") and image_mask is None:
-        raise ValueError(f"pooling={pooling!r} needs the image positions of the batch")
-    weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
-
-    def forward() -> Any:
-        return model(**inputs, use_cache=False, return_dict=True)
-
-    return run_pooled(forward, parts, layers, weights, type(model).__name__).cpu().numpy().astype(np.float32)

@@ -13,7 +13,7 @@ A :class:`~lmms_probe_tasks.extract.prefix_plan.PrefixBatch` runs in two steps:
    the document gives (up to float rounding).
 
 Layer indices are those of :mod:`lmms_probe_tasks.extract.layers`; as in
-:func:`~lmms_probe_tasks.extract.capture.extract_batch` both passes stop after the
+:func:`~lmms_probe_tasks.extract.site_pass.extract_sites` both passes stop after the
 deepest requested layer. Position ids: a decoder that computes its own positions
 continues from the cache length; one that is handed explicit ones (Qwen2-VL's
 M-RoPE) gets the suffix's continued from the largest prefix position, which is what
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 
 from lmms_probe_tasks.extract import families
-from lmms_probe_tasks.extract.capture import pooling_mask, pooling_weights
+from lmms_probe_tasks.extract.capture import pooling_mask
 from lmms_probe_tasks.extract.layers import DecoderParts
 from lmms_probe_tasks.extract.prefix_plan import DocTokens, PrefixBatch
-from lmms_probe_tasks.extract.site_pass import run_sites, stack_modules
+from lmms_probe_tasks.extract.site_pass import image_inputs, run_sites, to_arrays
 from lmms_probe_tasks.extract.taps import Taps
 
 
@@ -213,12 +213,7 @@ def run_prefix(
     else:
         weights = pooling_mask(attention, pooling, image_mask)
     # The image lies wholly in the prefix: its projector mean is final here.
-    image_weights = pooling_weights(attention, "image", image_mask) if taps.projector else None
-    layout = None
-    if taps.vision is not None:
-        from lmms_probe_tasks.extract.vision import vision_layout
-
-        layout = vision_layout(inputs, taps.vision, images_per_row, model.config)
+    image_weights, layout = image_inputs(model, inputs, taps, image_mask, images_per_row)
     cache = DynamicCache(config=model.config)
     kwargs = {**families.forward_kwargs(model, family, inputs), "use_cache": True, "return_dict": True}
     kwargs[cache_argument(model.forward)] = cache
@@ -331,11 +326,7 @@ def run_suffixes(
             part = captured["modules"][j]
             at = index.to(part.device)
             modules[j] = (prefix_modules[j].to(part.device)[at] + part) / counts.to(part.device)[:, None]
-    arrays = {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
-    if taps.modules:
-        names = [tap.name for tap in taps.modules]
-        arrays["modules"] = stack_modules(modules, names).cpu().numpy().astype(np.float32)
-    return arrays
+    return to_arrays({**out, "modules": modules}, taps)
 
 
 def extract_prefix_batch(

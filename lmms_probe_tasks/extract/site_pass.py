@@ -198,6 +198,34 @@ def to_arrays(captured: dict[str, Any], taps: Taps) -> dict[str, Any]:
     return out
 
 
+def image_inputs(
+    model: Any, inputs: Any, taps: Taps, image_mask: Any | None, images_per_row: Sequence[int]
+) -> tuple[Any | None, Any | None]:
+    """What the image-only sites need from a pass that runs the images: projector weights, the vision layout.
+
+    Args:
+        model: The transformers model.
+        inputs: The processor output of the pass (whole documents or prefixes).
+        taps: What to capture.
+        image_mask: ``[batch, seq]`` bool, True at image positions (needed for the projector).
+        images_per_row: Images of each batch row.
+
+    Returns:
+        ``(image_weights, layout)``: ``[batch, seq]`` weights over the image positions (None
+        without the projector) and the :class:`~lmms_probe_tasks.extract.vision.VisionLayout`
+        (None when nothing on the vision encoder is captured).
+    """
+    from lmms_probe_tasks.extract.capture import pooling_weights
+
+    image_weights = pooling_weights(inputs["attention_mask"], "image", image_mask) if taps.projector else None
+    layout = None
+    if taps.vision is not None:
+        from lmms_probe_tasks.extract.vision import vision_layout
+
+        layout = vision_layout(inputs, taps.vision, images_per_row, model.config)
+    return image_weights, layout
+
+
 def extract_sites(
     model: Any,
     family: Any,
@@ -228,15 +256,53 @@ def extract_sites(
     if pooling in ("image", "text") or taps.projector:
         image_mask = families.image_positions(model.config, family, inputs)
     weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
-    image_weights = pooling_weights(inputs["attention_mask"], "image", image_mask) if taps.projector else None
-    layout = None
-    if taps.vision is not None:
-        from lmms_probe_tasks.extract.vision import vision_layout
-
-        layout = vision_layout(inputs, taps.vision, images_per_row, model.config)
+    image_weights, layout = image_inputs(model, inputs, taps, image_mask, images_per_row)
     kwargs = families.forward_kwargs(model, family, inputs)
     captured = run_sites(
         lambda: model(**kwargs, use_cache=False, return_dict=True), model, parts, taps, weights,
         stop_at=taps.stop_at, image_weights=image_weights, layout=layout, owner=type(model).__name__,
     )  # fmt: skip
     return to_arrays(captured, taps)
+
+
+def extract_batch(
+    model: Any,
+    inputs: Any,
+    pooling: str,
+    layers: Sequence[int],
+    image_mask: Any | None = None,
+    parts: Any | None = None,
+) -> Any:
+    """Run one (truncated) forward pass and return the requested decoder layers' pooled states.
+
+    The decoder-only case of :func:`extract_sites`, for callers holding forward arguments.
+
+    Args:
+        model: A transformers image-text model.
+        inputs: Forward arguments for the batch (``input_ids``, ``attention_mask``,
+            ``pixel_values``, ...), already on the model's device.
+        pooling: One of :data:`~lmms_probe_tasks.extract.capture.POOLINGS`.
+        layers: Requested indices in ``0..L``, sorted.
+        image_mask: ``[batch, seq]`` bool, True at image positions (``image``/``text`` pooling).
+        parts: The probed stack's modules (found with ``find_decoder`` when omitted).
+
+    Returns:
+        ``[batch, len(layers), hidden]`` float32 array, rows in the order of ``layers`` (the
+        feature cache stores it as scaled float16, see
+        :func:`~lmms_probe_tasks.transport.feature_cache.encode`).
+    """
+    import numpy as np
+
+    from lmms_probe_tasks.extract.capture import pooling_weights
+    from lmms_probe_tasks.extract.layers import find_decoder
+
+    parts = parts or find_decoder(model)
+    if pooling in ("image", "text") and image_mask is None:
+        raise ValueError(f"pooling={pooling!r} needs the image positions of the batch")
+    weights = pooling_weights(inputs["attention_mask"], pooling, image_mask)
+    taps = Taps(tuple(layers), len(parts.layers))
+    captured = run_sites(
+        lambda: model(**inputs, use_cache=False, return_dict=True), model, parts, taps, weights,
+        stop_at=taps.stop_at, owner=type(model).__name__,
+    )  # fmt: skip
+    return captured["language"].cpu().numpy().astype(np.float32)
