@@ -263,7 +263,8 @@ def lookup(config: Any) -> Family:
     )
 
 
-def _resolve(obj: Any, path: str) -> Any:
+def resolve(obj: Any, path: str) -> Any:
+    """Follow a dotted attribute path (``name()`` calls a method), e.g. ``get_decoder().layers``."""
     for part in path.split("."):
         if part.endswith("()"):
             obj = getattr(obj, part[:-2])()
@@ -329,7 +330,7 @@ def language_hidden_states(out: Any, family: Family) -> tuple[Any, ...]:
     Raises:
         ValueError: The output holds no hidden states there.
     """
-    states = _resolve(out, family.hidden_states)
+    states = resolve(out, family.hidden_states)
     if states is None:
         raise ValueError(f"no hidden states at out.{family.hidden_states}: pass output_hidden_states=True")
     return tuple(states)
@@ -366,7 +367,7 @@ def suffix_decoder(model: Any, family: Family) -> Any:
         model: The transformers model.
         family: Its :class:`Family`.
     """
-    return _resolve(model, family.suffix_decoder)
+    return resolve(model, family.suffix_decoder)
 
 
 def decoder_layers(model: Any, family: Family) -> Any:
@@ -376,7 +377,7 @@ def decoder_layers(model: Any, family: Family) -> Any:
         model: The transformers model (or a weightless ``meta`` copy).
         family: Its :class:`Family`.
     """
-    return _resolve(model, family.decoder_layers)
+    return resolve(model, family.decoder_layers)
 
 
 def final_norm(model: Any, family: Family) -> Any:
@@ -386,7 +387,7 @@ def final_norm(model: Any, family: Family) -> Any:
         model: The transformers model (or a weightless ``meta`` copy).
         family: Its :class:`Family`.
     """
-    return _resolve(model, family.final_norm)
+    return resolve(model, family.final_norm)
 
 
 __all__ = [
@@ -401,5 +402,6 @@ __all__ = [
     "language_hidden_states",
     "lookup",
     "processor_images",
+    "resolve",
     "suffix_decoder",
 ]

@@ -66,7 +66,38 @@ def load_config(pretrained: str, revision: str, trust_remote_code: bool) -> Any:
     return config
 
 
-def check_decoder(config: Any, family: Family, trust_remote_code: bool) -> None:
+def build_skeleton(config: Any, trust_remote_code: bool) -> Any:
+    """The architecture built from its config alone, on the ``meta`` device (no weights read).
+
+    It is the class :func:`load_weights` loads (``AutoModelForImageTextToText``), so its
+    ``named_modules()`` are the loaded model's names.
+
+    Args:
+        config: The checkpoint's config.
+        trust_remote_code: Whether checkpoint code may run.
+
+    Returns:
+        The weightless model.
+
+    Raises:
+        ValueError: transformers cannot build the architecture (names the model type and the fix).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        # Parameters on the meta device have shapes but no storage: nothing is allocated or read.
+        with torch.device("meta"):
+            return AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # whatever transformers raises, the fix is the same: this checkpoint's architecture
+        raise ValueError(
+            f"transformers cannot build the {getattr(config, 'model_type', '?')!r} architecture from its config "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). Fix: upgrade transformers, or pass "
+            "trust_remote_code=true if the checkpoint ships its own code."
+        ) from exc
+
+
+def check_decoder(config: Any, family: Family, trust_remote_code: bool) -> Any | None:
     """Find the probed stack on a weightless copy of the architecture (``meta`` device).
 
     Args:
@@ -74,19 +105,20 @@ def check_decoder(config: Any, family: Family, trust_remote_code: bool) -> None:
         family: Its :class:`~lmms_probe_tasks.extract.families.Family`.
         trust_remote_code: Whether checkpoint code may run.
 
+    Returns:
+        The weightless copy (:func:`build_skeleton`), for further checks at start; None when
+        transformers cannot build it (then the load reports it).
+
     Raises:
         ValueError: Naming the model type and what was looked for.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     try:
-        with torch.device("meta"):
-            skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # an architecture transformers cannot build is reported at load time instead
+        skeleton = build_skeleton(config, trust_remote_code)
+    except ValueError as exc:  # an architecture transformers cannot build is reported at load time instead
         logger.debug(f"skipping the early decoder check for {config.model_type!r}: {exc}")
-        return
+        return None
     find_decoder(skeleton, family)
+    return skeleton
 
 
 def load_processor(pretrained: str, revision: str, trust_remote_code: bool) -> Any:

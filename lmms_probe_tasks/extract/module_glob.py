@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from lmms_probe_tasks.extract.loading import load_config
+from lmms_probe_tasks.extract.loading import build_skeleton, load_config
 
 #: How many near-miss names an error lists.
 N_CLOSEST = 8
@@ -316,20 +316,11 @@ def meta_model(pretrained: str, revision: str = "main", trust_remote_code: bool 
             :func:`~lmms_probe_tasks.extract.loading.load_config`), or transformers
             cannot build the architecture.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     config = load_config(pretrained, revision, trust_remote_code)
     try:
-        # Parameters on the meta device have shapes but no storage: nothing is allocated or read.
-        with torch.device("meta"):
-            return AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # whatever transformers raises, the fix is the same: this checkpoint's architecture
-        raise ValueError(
-            f"pretrained={pretrained!r}: transformers cannot build its {getattr(config, 'model_type', '?')!r} "
-            f"architecture from the config ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
-            "Fix: upgrade transformers, or pass trust_remote_code=true if the checkpoint ships its own code."
-        ) from exc
+        return build_skeleton(config, trust_remote_code)
+    except ValueError as exc:
+        raise ValueError(f"pretrained={pretrained!r}: {exc}") from exc
 
 
 def named_classes(model: Any) -> list[tuple[str, str]]:

@@ -75,21 +75,6 @@ def _check_available(sites: tuple[str, ...], config: Any, family: Family, blind:
         raise ValueError(f"sites {image_only} read the image, but blind=noimage drops it; use blind=blank or none")
 
 
-def _skeleton(config: Any, trust_remote_code: bool) -> Any:
-    """The architecture on the ``meta`` device (no weights), or fail naming the model type."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    try:
-        with torch.device("meta"):
-            return AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # noqa: BLE001 - any build failure means the same thing here
-        raise ValueError(
-            f"modules=/sites=vision need the architecture of {config.model_type!r}, which transformers could not "
-            f"build from its config ({str(exc).splitlines()[0]}); use sites=language,projector"
-        ) from None
-
-
 def _modules(globs: tuple[str, ...], skeleton: Any, family: Family, vision_site: Any) -> tuple[ModuleTap, ...]:
     """Match the globs on the weightless model and place each module on its stream."""
     from lmms_probe_tasks.extract.module_glob import match_modules
@@ -110,6 +95,7 @@ def plan_sites(
     layers: tuple[int, ...],
     blind: str,
     trust_remote_code: bool = False,
+    skeleton: Any | None = None,
 ) -> SitePlan:
     """Validate ``sites=`` and ``modules=`` and plan the capture (no weights loaded).
 
@@ -121,6 +107,8 @@ def plan_sites(
         layers: The decoder rows of the ``layers=`` arg.
         blind: The validated ``blind=`` value.
         trust_remote_code: Whether checkpoint code may run (building the weightless copy).
+        skeleton: The weightless copy already built at start
+            (:func:`~lmms_probe_tasks.extract.loading.check_decoder`); built here when needed and None.
 
     Returns:
         The :class:`SitePlan`.
@@ -140,7 +128,10 @@ def plan_sites(
     vision_site = VISION.get(key) if isinstance(VISION.get(key), VisionSite) else None
     taps_modules: tuple[ModuleTap, ...] = ()
     if globs:
-        taps_modules = _modules(globs, _skeleton(config, trust_remote_code), family, vision_site)
+        from lmms_probe_tasks.extract.loading import build_skeleton
+
+        skeleton = skeleton if skeleton is not None else build_skeleton(config, trust_remote_code)
+        taps_modules = _modules(globs, skeleton, family, vision_site)
         if any(tap.stream == "vision" for tap in taps_modules) and blind == "noimage":
             raise ValueError("modules= names vision-encoder modules, but blind=noimage drops the image")
     needs_vision = "vision" in sites or any(tap.stream == "vision" for tap in taps_modules)

@@ -202,15 +202,15 @@ def vision_depth(config: Any, family_key: str) -> int:
 
 
 def _resolve(model: Any, path: str) -> Any:
-    obj = model
-    for part in path.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(
-                f"{type(model).__name__} has no module at {path!r} (missing {part!r}); load the checkpoint with "
-                "AutoModelForImageTextToText or fix lmms_probe_tasks.extract.vision.VISION"
-            )
-        obj = getattr(obj, part)
-    return obj
+    from lmms_probe_tasks.extract.families import resolve
+
+    try:
+        return resolve(model, path)
+    except AttributeError as exc:
+        raise ValueError(
+            f"{type(model).__name__} has no module at {path!r} ({exc}); load the checkpoint with "
+            "AutoModelForImageTextToText or fix lmms_probe_tasks.extract.vision.VISION"
+        ) from None
 
 
 def vision_blocks(model: Any, site: VisionSite) -> list[Any]:

@@ -131,10 +131,10 @@ class HiddenStates(lmms):
         if self._share_prefix and not self.share_prefix:
             logger.info(f"share_prefix: off for {self._config.model_type!r} (see lmms_probe_tasks/extract/families.py)")
         check_image_pooling(self.pooling, self._config, self.family, self.blind)
-        check_decoder(self._config, self.family, trust)
+        skeleton = check_decoder(self._config, self.family, trust)
         self.plan = plan_sites(
             sites, modules, config=self._config, family=self.family, layers=self.layers, blind=self.blind,
-            trust_remote_code=trust,
+            trust_remote_code=trust, skeleton=skeleton,
         )  # fmt: skip
         self.taps = self.plan.taps
         self._save_features = check_flag("save_features", save_features)
