@@ -15,6 +15,8 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lmms_probe_tasks.extract.taps import ROW_PREFIX, SITES
+
 
 def series(data: dict, key: str, x: str = "layer") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Return the x values and one column of a report's layer rows (missing values as NaN).
@@ -43,7 +45,7 @@ def has_values(values: tuple[float, ...]) -> bool:
 
 #: The sites of a whole-model axis, in the order the image's information flows through the model;
 #: ``modules`` (any named modules, from either stream) come last, in ``named_modules()`` order.
-SITE_ORDER = ("vision", "projector", "language", "modules")
+SITE_ORDER = SITES
 
 
 #: What each stack is, as its label on a whole-model axis says it.
@@ -56,7 +58,7 @@ STACK_LABELS = {
 
 
 #: Row-name prefix per site, for reports whose rows carry no ``row`` (older reports: decoder only).
-_ROW_PREFIX = {"vision": "v", "projector": "proj", "language": "l", "modules": "m"}
+_ROW_PREFIX = ROW_PREFIX
 
 
 #: Empty x units between two stacks of a task's plot: room for the separator and the stack labels.
