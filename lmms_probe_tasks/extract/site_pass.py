@@ -3,7 +3,7 @@
 Hooks, installed in an order that matters (modules first: on a module that also ends the
 pass, the final norm, they must fire before the stop), pool each site the moment it is
 produced: decoder layers and the projector (:func:`~lmms_probe_tasks.extract.capture.layer_capture`),
-the vision encoder's blocks (:func:`~lmms_probe_tasks.extract.vision.vision_capture`) and
+the vision encoder's blocks (:func:`~lmms_probe_tasks.extract.vision.vision_capture`, laid out by :mod:`~lmms_probe_tasks.extract.vision_layout`) and
 named modules (:func:`module_capture`). :func:`extract_sites` runs whole documents;
 :mod:`lmms_probe_tasks.extract.shared_prefix` runs prefixes and suffixes with
 :func:`run_sites` too.
@@ -42,7 +42,7 @@ def module_capture(model: Any, taps: Taps, weights: Any, layout: Any | None) -> 
     Yields:
         Module index -> ``[batch, hidden]`` float32, filled during the pass.
     """
-    from lmms_probe_tasks.extract.vision import pool_vision
+    from lmms_probe_tasks.extract.vision_layout import pool_vision
 
     captured: dict[int, Any] = {}
 
@@ -220,7 +220,7 @@ def image_inputs(
     image_weights = pooling_weights(inputs["attention_mask"], "image", image_mask) if taps.projector else None
     layout = None
     if taps.vision is not None:
-        from lmms_probe_tasks.extract.vision import vision_layout
+        from lmms_probe_tasks.extract.vision_layout import vision_layout
 
         layout = vision_layout(inputs, taps.vision, images_per_row, model.config)
     return image_weights, layout
