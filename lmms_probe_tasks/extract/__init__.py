@@ -8,7 +8,8 @@ model args), :mod:`~lmms_probe_tasks.extract.loading` (config, processor, weight
 :mod:`~lmms_probe_tasks.extract.capture` (hooks and pooling),
 :mod:`~lmms_probe_tasks.extract.sites` (the ``sites=``/``modules=`` args, checked at start),
 :mod:`~lmms_probe_tasks.extract.taps` (what a pass captures), :mod:`~lmms_probe_tasks.extract.site_pass` (the pass),
-:mod:`~lmms_probe_tasks.extract.vision` (each family's vision encoder) and :mod:`~lmms_probe_tasks.extract.vision_layout` (its rows per document),
+:mod:`~lmms_probe_tasks.extract.vision` (each family's vision encoder) and
+:mod:`~lmms_probe_tasks.extract.vision_layout` (its rows per document),
 :mod:`~lmms_probe_tasks.extract.module_glob` (``modules=`` globs over ``named_modules()``),
 :mod:`~lmms_probe_tasks.extract.prefix_plan` / :mod:`~lmms_probe_tasks.extract.shared_prefix`
 (each image's common prompt prefix runs once), :mod:`~lmms_probe_tasks.extract.nonfinite`

@@ -3,7 +3,8 @@
 Hooks, installed in an order that matters (modules first: on a module that also ends the
 pass, the final norm, they must fire before the stop), pool each site the moment it is
 produced: decoder layers and the projector (:func:`~lmms_probe_tasks.extract.capture.layer_capture`),
-the vision encoder's blocks (:func:`~lmms_probe_tasks.extract.vision.vision_capture`, laid out by :mod:`~lmms_probe_tasks.extract.vision_layout`) and
+the vision encoder's blocks (:func:`~lmms_probe_tasks.extract.vision.vision_capture`, laid
+out by :mod:`~lmms_probe_tasks.extract.vision_layout`) and
 named modules (:func:`module_capture`). :func:`extract_sites` runs whole documents;
 :mod:`lmms_probe_tasks.extract.shared_prefix` runs prefixes and suffixes with
 :func:`run_sites` too.
