@@ -152,17 +152,17 @@ def _features(wrapper, docs: list[dict], ids: list[int] | None = None) -> np.nda
 @pytest.fixture
 def shared_docs_count(monkeypatch):
     """Collects the documents (positions among those computed) the wrapper ran as suffixes of a shared prefix."""
-    from lmms_probe_tasks.models import hidden_states
+    from lmms_probe_tasks.models import probe_requests
 
     counted = []
-    real = hidden_states.extract_prefix_batch
+    real = probe_requests.extract_prefix_batch
 
     def counting(*args, **kwargs):
         for docs, feats in real(*args, **kwargs):
             counted.extend(docs)
             yield docs, feats
 
-    monkeypatch.setattr(hidden_states, "extract_prefix_batch", counting)
+    monkeypatch.setattr(probe_requests, "extract_prefix_batch", counting)
     return counted
 
 
