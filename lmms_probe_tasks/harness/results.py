@@ -80,3 +80,44 @@ def summarize(result: Any, rows: list[dict], metric: str, text_score: float) -> 
         "notes": list(result.notes),
         "nan_reason": result.reason,
     }
+
+
+def describe_run(
+    spec: Any,
+    config: Any,
+    extraction: dict,
+    is_train: Any,
+    builder: dict,
+    data_report: dict,
+    prompt: str | None,
+) -> dict[str, Any]:
+    """The report's ``config``: protocol, extraction, data and library versions.
+
+    Args:
+        spec: The task's :class:`~lmms_probe_tasks.harness.spec.ProbeSpec`.
+        config: The :class:`~lmms_probe_tasks.probe.ProtocolConfig` fitted with.
+        extraction: The wrapper's extraction settings.
+        is_train: ``[docs]`` bool, True on probe-train.
+        builder: The YAML's ``dataset_kwargs``.
+        data_report: The builder's report (skipped items, splits).
+        prompt: The task's prompt template.
+    """
+    from lmms_probe_tasks.report import versions
+
+    return {
+        "protocol": config.to_dict(),
+        "semantics": spec.semantics,
+        "extraction": extraction,
+        "data": {
+            "n_train": int(is_train.sum()),
+            "n_test": int((~is_train).sum()),
+            "label_field": spec.label_field,
+            "label_names": list(spec.label_names),
+            "group_field": spec.group_field or "auto (image_id, scene_id or uid)",
+            "type_field": spec.type_field or "none: the control task is not applicable",
+            "builder": builder,
+            "report": data_report,
+        },
+        "prompt_template": prompt,
+        "versions": versions(),
+    }

@@ -30,7 +30,7 @@ from loguru import logger
 
 from lmms_probe_tasks import transport
 from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
-from lmms_probe_tasks.harness.results import canonical
+from lmms_probe_tasks.harness.results import canonical, describe_run
 from lmms_probe_tasks.harness.sites import (
     Aggregations,
     not_applicable,
@@ -43,7 +43,7 @@ from lmms_probe_tasks.harness.sites import (
 from lmms_probe_tasks.harness.spec import CHANCE_ROW, ProbeSpec, class_names
 from lmms_probe_tasks.numerics import flush_denormals
 from lmms_probe_tasks.probe import ProtocolConfig, multi_hot, run_protocol, text_only_score
-from lmms_probe_tasks.report import ProbeReport, versions, write_report
+from lmms_probe_tasks.report import ProbeReport, write_report
 from lmms_probe_tasks.transport import export_features, layer_major
 
 _BUILDER_EXAMPLE = "lmms_probe_tasks.data.shapes.entailment_docs"
@@ -341,7 +341,10 @@ class ProbeTask(ConfigurableTask):
     ) -> ProbeReport:
         """The report: the decoder's rows (or the first probed site's) give the summary; every site's rows go in."""
         summary = site_summary(rows, results, self.spec.metric, text_score)
-        report_config = self._report_config(config, meta, is_train)
+        report_config = describe_run(
+            self.spec, config, meta, is_train, dict(self.config.dataset_kwargs or {}), self.data_report,
+            (self.lmms_eval_specific_kwargs or {}).get("prompt"),
+        )  # fmt: skip
         others = {site: site_rows for site, site_rows in rows.items() if site != "language"}
         return ProbeReport(self.config.task, self.spec.metric, rows.get("language", []), summary, report_config, others)
 
@@ -380,23 +383,3 @@ class ProbeTask(ConfigurableTask):
             },
         )  # fmt: skip
         logger.info(f"task {self.config.task}: {site} features written to {path}")
-
-    def _report_config(self, config: ProtocolConfig, extraction: dict, is_train: np.ndarray) -> dict:
-        """The report's ``config``: protocol, extraction, data and library versions."""
-        return {
-            "protocol": config.to_dict(),
-            "semantics": self.spec.semantics,
-            "extraction": extraction,
-            "data": {
-                "n_train": int(is_train.sum()),
-                "n_test": int((~is_train).sum()),
-                "label_field": self.spec.label_field,
-                "label_names": list(self.spec.label_names),
-                "group_field": self.spec.group_field or "auto (image_id, scene_id or uid)",
-                "type_field": self.spec.type_field or "none: the control task is not applicable",
-                "builder": dict(self.config.dataset_kwargs or {}),
-                "report": self.data_report,
-            },
-            "prompt_template": (self.lmms_eval_specific_kwargs or {}).get("prompt"),
-            "versions": versions(),
-        }
