@@ -15,7 +15,7 @@ import pytest
 from loguru import logger
 
 from lmms_probe_tasks.data import coco as C
-from lmms_probe_tasks.data import coco_negatives, coco_source
+from lmms_probe_tasks.data import coco_negatives, coco_release, coco_source
 from lmms_probe_tasks.data import images as img
 from lmms_probe_tasks.data.contract import BuiltDocs, check_docs
 from tests.datasets_fixtures import CocoFixture, write_coco, write_coco_hub, write_snli_ve
@@ -87,7 +87,7 @@ def test_category_ids_map_to_80_contiguous_names_by_sorted_id():
 def test_annotation_file_categories_are_sorted_by_id(fx):
     # The fixture lists the 80 categories in shuffled order; the mapping must not care.
     path = fx.root / "annotations" / "instances_train2017.json"
-    parsed = coco_source._read_instances(str(path), coco_source._stamp(path))
+    parsed = coco_release.read_instances(str(path), coco_release.stamp(path))
     assert parsed.names == C.CATEGORY_NAMES
     for key, names in fx.categories.items():
         if key in parsed.categories:

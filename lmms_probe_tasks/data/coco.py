@@ -56,6 +56,7 @@ from lmms_probe_tasks.data.coco_negatives import (
     jaccard,
     pick_negatives,
     rank_neighbours,
+    text_only_baseline,
 )
 from lmms_probe_tasks.data.coco_source import (
     CATEGORY_NAMES,
@@ -344,29 +345,6 @@ def coco_object_docs(
     )
     rows = docs["train"] + docs["test"]
     return finish_docs("coco_object_docs", rows, features, seed, _SALT["obj"], "label", report)
-
-
-def text_only_baseline(train: list[dict], test: list[dict]) -> float | None:
-    """Return the accuracy on probe-test of predicting each category's majority probe-train label (the name-only prior).
-
-    Args:
-        train: Probe-train docs with ``category`` and ``label``.
-        test: Probe-test docs with ``category`` and ``label``.
-
-    Returns:
-        The accuracy in [0, 1], or None without test docs. Ties and unseen categories
-        get the overall probe-train majority (present on a tie).
-    """
-    if not test:
-        return None
-    tally = Counter((row["category"], row["label"]) for row in train)
-    overall = int(sum(r["label"] for r in train) * 2 >= len(train)) if train else 1
-    hits = 0
-    for row in test:
-        absent, present = tally[(row["category"], 0)], tally[(row["category"], 1)]
-        guess = overall if absent == present else int(present > absent)
-        hits += int(guess == row["label"])
-    return hits / len(test)
 
 
 # ---------------------------------------------------------------- multilabel

@@ -5,11 +5,13 @@ category sets are most similar by Jaccard overlap |A ∩ B| / |A ∪ B| (ties br
 seeded random key); a caption whose text equals one of the image's own (case- and
 whitespace-insensitive) is rejected. Absent categories are drawn uniformly (``random``),
 by how many images of the split contain them (``popular``), or by how often they
-co-occur with the image's present categories (``cooccur``).
+co-occur with the image's present categories (``cooccur``). :func:`text_only_baseline`
+measures what the category name alone predicts under the drawn negatives.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -160,3 +162,26 @@ def draw_absent(
     # A tiny floor keeps every absent category drawable when few have weight.
     weights = weights + 1e-9 * max(float(weights.sum()), 1.0)
     return rng.choice(absent, size=m, replace=False, p=weights / weights.sum())
+
+
+def text_only_baseline(train: list[dict], test: list[dict]) -> float | None:
+    """Return the accuracy on probe-test of predicting each category's majority probe-train label (the name-only prior).
+
+    Args:
+        train: Probe-train docs with ``category`` and ``label``.
+        test: Probe-test docs with ``category`` and ``label``.
+
+    Returns:
+        The accuracy in [0, 1], or None without test docs. Ties and unseen categories
+        get the overall probe-train majority (present on a tie).
+    """
+    if not test:
+        return None
+    tally = Counter((row["category"], row["label"]) for row in train)
+    overall = int(sum(r["label"] for r in train) * 2 >= len(train)) if train else 1
+    hits = 0
+    for row in test:
+        absent, present = tally[(row["category"], 0)], tally[(row["category"], 1)]
+        guess = overall if absent == present else int(present > absent)
+        hits += int(guess == row["label"])
+    return hits / len(test)

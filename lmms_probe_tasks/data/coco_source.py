@@ -4,7 +4,7 @@ Categories
     COCO category ids run 1-90 with ten gaps; they map to 80 contiguous indices by sorted
     id (``COCO_CATEGORIES``): 1 person -> 0, 13 stop sign -> 11, 90 toothbrush -> 79.
 
-Sources (``source``: ``auto`` | ``local`` | ``hub``)
+Sources (``source``: ``auto`` | ``local`` | ``hub``; release files parsed by :mod:`~.coco_release`)
     *Local*: the original release in the folder named by ``coco_dir`` or the environment
     variable ``LMMS_PROBE_COCO_DIR``: ``annotations/captions_{train,val}2017.json``,
     ``annotations/instances_{train,val}2017.json``, ``train2017/``, ``val2017/``. ``auto``
@@ -41,8 +41,6 @@ Eligibility and skips
 
 from __future__ import annotations
 
-import functools
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ import datasets
 import numpy as np
 from loguru import logger
 
+from lmms_probe_tasks.data.coco_release import normalise, read_captions, read_instances, stamp
 from lmms_probe_tasks.data.images import Fetched, check_image_files, image_cache_dir, store_streamed_images
 from lmms_probe_tasks.data.reports import SkipLog
 from lmms_probe_tasks.data.sampling import SPLITS
@@ -140,73 +139,11 @@ class CocoPool:
         self.captions = {k: captions[k] for k in eligible} if captions else {}
 
 
-def _normalise(text: str) -> str:
-    # COCO captions carry stray newlines and double spaces.
-    return " ".join(text.split())
-
-
 def _numeric_sort(ids: Any) -> list[str]:
     return sorted(ids, key=lambda k: (len(k), k))
 
 
 # ---------------------------------------------------------------- local release
-@dataclass(frozen=True)
-class _Instances:
-    names: tuple[str, ...]
-    files: dict[str, str]
-    categories: dict[str, tuple[int, ...]]
-    events: tuple[tuple[str, str], ...]
-
-
-@functools.lru_cache(maxsize=4)
-def _read_instances(path: str, stamp: tuple[int, int]) -> _Instances:
-    """Parse an instances file into a compact form (cached: three tasks share one parse)."""
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
-    cats = sorted(raw["categories"], key=lambda c: int(c["id"]))
-    index = {int(c["id"]): i for i, c in enumerate(cats)}
-    files = {str(im["id"]): str(im["file_name"]) for im in raw["images"]}
-    found: dict[str, set[int]] = {}
-    events: list[tuple[str, str]] = []
-    for ann in raw["annotations"]:
-        key = str(ann["image_id"])
-        if key not in files:
-            events.append(("annotation_of_unknown_image", key))
-            continue
-        category = index.get(int(ann["category_id"]))
-        if category is None:
-            events.append(("unknown_category_id", f"{key}:{ann['category_id']}"))
-            continue
-        found.setdefault(key, set()).add(category)
-    return _Instances(
-        tuple(str(c["name"]) for c in cats),
-        files,
-        {k: tuple(sorted(v)) for k, v in found.items()},
-        tuple(events),
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _read_captions(path: str, stamp: tuple[int, int]) -> tuple[dict[str, list[str]], tuple[tuple[str, str], ...]]:
-    """Parse a captions file: image id -> its non-empty captions, and the skip events (cached like instances)."""
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
-    captions: dict[str, list[str]] = {}
-    events: list[tuple[str, str]] = []
-    for ann in raw["annotations"]:
-        key, text = str(ann["image_id"]), ann.get("caption")
-        if not isinstance(text, str) or not text.strip():
-            events.append(("empty_caption", key))
-            continue
-        captions.setdefault(key, []).append(_normalise(text))
-    return captions, tuple(events)
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
 def _local_pool(root: Path, split: str, need_captions: bool) -> CocoPool:
     source_split = SOURCE_SPLITS[split]
     instances_path = require_file(
@@ -218,14 +155,14 @@ def _local_pool(root: Path, split: str, need_captions: bool) -> CocoPool:
             f"COCO image folder not found: {image_dir}. The folder named by {ENV_VAR} must hold "
             f"{source_split}/ with the release's images; unzip {source_split}.zip there or fix {ENV_VAR}."
         )
-    inst = _read_instances(str(instances_path), _stamp(instances_path))
+    inst = read_instances(str(instances_path), stamp(instances_path))
     pool = CocoPool(split, source_split, inst.names, [], {}, {}, fetch=lambda ids: {})
     for reason, item in inst.events:
         pool.skips.add(reason, item)
     captions: dict[str, list[str]] = {}
     if need_captions:
         captions_path = require_file(root / "annotations" / f"captions_{source_split}.json", "COCO captions", ENV_VAR)
-        captions, events = _read_captions(str(captions_path), _stamp(captions_path))
+        captions, events = read_captions(str(captions_path), stamp(captions_path))
         for reason, item in events:
             pool.skips.add(reason, item)
         for key in _numeric_sort(set(captions) - set(inst.files)):
@@ -294,7 +231,7 @@ def _hub_captions(
         texts = []
         for text in row["captions"] or []:
             if isinstance(text, str) and text.strip():
-                texts.append(_normalise(text))
+                texts.append(normalise(text))
             else:
                 pool.skips.add("empty_caption", key)
         if texts:

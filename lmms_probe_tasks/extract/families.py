@@ -21,10 +21,8 @@ image-token slots (LLaVA, Qwen2-VL, ...):
   that prefix once and their suffixes through ``get_decoder()`` against its KV cache
   (``prefix_sharing``).
 
-Where each family's vision encoder is and how its outputs map to documents (the
-``vision`` site) is the companion table :data:`lmms_probe_tasks.extract.vision.VISION`,
-one entry per key here (supported, or the reason); which sites a family has is
-:func:`lmms_probe_tasks.extract.sites.available_sites`.
+Each family's vision encoder (the ``vision`` site) is in the companion table
+:data:`lmms_probe_tasks.extract.vision.VISION`, one entry per key here.
 
 Every entry that departs from a default says why in a comment. The table holds only
 what the extraction path reads; the facts only tests check (which tiny builder makes a
@@ -361,32 +359,17 @@ def image_positions(config: Any, family: Family, inputs: Any) -> Any:
 
 
 def suffix_decoder(model: Any, family: Family) -> Any:
-    """Return the module that runs a document's suffix against a prefix cache (:attr:`Family.suffix_decoder`).
-
-    Args:
-        model: The transformers model.
-        family: Its :class:`Family`.
-    """
+    """The module ``model``'s documents' suffixes run through against a prefix cache (:attr:`Family.suffix_decoder`)."""
     return resolve(model, family.suffix_decoder)
 
 
 def decoder_layers(model: Any, family: Family) -> Any:
-    """Return the probed stack's list of layers (``len`` = ``text_config.num_hidden_layers``).
-
-    Args:
-        model: The transformers model (or a weightless ``meta`` copy).
-        family: Its :class:`Family`.
-    """
+    """The probed stack's layer list of ``model`` (or a ``meta`` copy); ``len`` = ``num_hidden_layers``."""
     return resolve(model, family.decoder_layers)
 
 
 def final_norm(model: Any, family: Family) -> Any:
-    """Return the probed stack's final norm (its output is the last hidden-states row).
-
-    Args:
-        model: The transformers model (or a weightless ``meta`` copy).
-        family: Its :class:`Family`.
-    """
+    """The probed stack's final norm in ``model`` (or a ``meta`` copy): its output is the last row."""
     return resolve(model, family.final_norm)
 
 

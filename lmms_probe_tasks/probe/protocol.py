@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmms_probe_tasks.probe.config import STREAM_HALF, STREAM_MDL, STREAM_MLP, ProtocolConfig
-from lmms_probe_tasks.probe.controls import FitSet, FitSets, build_fit_sets, group_dev_split
+from lmms_probe_tasks.probe.config import STREAM_MDL, STREAM_MLP, ProtocolConfig
+from lmms_probe_tasks.probe.controls import FitSet, FitSets, build_fit_sets
 from lmms_probe_tasks.probe.features import iter_layer_chunks
 from lmms_probe_tasks.probe.inputs import Docs, check_inputs
 from lmms_probe_tasks.probe.logreg import fit_logreg, problem_batches
@@ -69,7 +69,7 @@ from lmms_probe_tasks.probe.targets import (
     encode_targets,
     predict,
 )
-from lmms_probe_tasks.probe.uncertainty import at_grid_edge, uncertainty
+from lmms_probe_tasks.probe.uncertainty import at_grid_edge, half_masks, uncertainty
 
 
 def run_protocol(
@@ -122,19 +122,9 @@ def run_protocol(
         notes.append("those seeds use the C that wins on the other seeds' dev splits where possible, else C=1.0")
     if config.probe == "mlp" and config.mdl:
         notes.append("MDL codelength uses the linear probe (the code's own choice of C); the MLP probe has none")
-    halves = _half_masks(docs, config)
+    halves = half_masks(docs, config)
     fits = _fit_layers(x, docs, fit_sets, halves, enc, kind, config)
     return _summarise(kind, config, layers, docs, fit_sets, fits, enc, notes)
-
-
-def _half_masks(docs: Docs, config: ProtocolConfig) -> np.ndarray:
-    """``[n_halves, n_train]`` bool: random group-disjoint halves of probe-train (training replicates)."""
-    masks = [
-        group_dev_split(docs.is_train, docs.groups, dev_fraction=0.5, seed=(config.seed, r, STREAM_HALF))
-        for r in range(config.n_halves)
-    ]
-    masks = [m[: docs.n_train] for m in masks]  # probe-train rows come first
-    return np.array(masks, dtype=bool).reshape(config.n_halves, docs.n_train)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import numpy as np
 from lmms_probe_tasks.probe.best_layer import best_layer_probability, training_replicates
 from lmms_probe_tasks.probe.bootstrap import bootstrap_layer_scores
 from lmms_probe_tasks.probe.config import STREAM_BOOT, STREAM_HALF, STREAM_JACK, ProtocolConfig
+from lmms_probe_tasks.probe.controls import group_dev_split
 from lmms_probe_tasks.probe.inputs import Docs
 from lmms_probe_tasks.probe.intervals import score_intervals, unit_index
 from lmms_probe_tasks.probe.metrics import layer_scores
@@ -100,3 +101,13 @@ def at_grid_edge(chosen: np.ndarray, config: ProtocolConfig, notes: list[str]) -
 
 
 __all__ = ["Spread", "at_grid_edge", "uncertainty"]
+
+
+def half_masks(docs: Docs, config: ProtocolConfig) -> np.ndarray:
+    """``[n_halves, n_train]`` bool: random group-disjoint halves of probe-train (training replicates)."""
+    masks = [
+        group_dev_split(docs.is_train, docs.groups, dev_fraction=0.5, seed=(config.seed, r, STREAM_HALF))
+        for r in range(config.n_halves)
+    ]
+    masks = [m[: docs.n_train] for m in masks]  # probe-train rows come first
+    return np.array(masks, dtype=bool).reshape(config.n_halves, docs.n_train)
