@@ -8,7 +8,6 @@ run on documents of different lengths so that padding happens.
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 import pytest
@@ -46,42 +45,7 @@ def _noise(size: tuple[int, int], seed: int) -> Any:
 
 IMAGES = tuple(_noise(size, seed) for seed, size in enumerate(SIZES))
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Tiny matrices: one torch thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``checkpoint(arch)`` -> (model, processor, family), built and loaded once per session."""
-    cache: dict[str, tuple[Any, Any, families.Family]] = {}
-    root = tmp_path_factory.mktemp("families")
-
-    def get(arch: str) -> tuple[Any, Any, families.Family]:
-        missing = tiny.missing_requirements(arch)
-        if missing:
-            pytest.skip(f"{arch} needs {', '.join(missing)}")
-        if arch not in cache:
-            old = os.environ.get("HF_HUB_OFFLINE")
-            os.environ["HF_HUB_OFFLINE"] = "1"  # session-scoped: monkeypatch is function-scoped
-            try:
-                path = tiny.build_tiny(arch, root / arch)
-                model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
-                processor = transformers.AutoProcessor.from_pretrained(path)
-            finally:
-                if old is None:
-                    os.environ.pop("HF_HUB_OFFLINE", None)
-                else:
-                    os.environ["HF_HUB_OFFLINE"] = old
-            cache[arch] = (model, processor, families.lookup(model.config))
-        return cache[arch]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(

@@ -12,9 +12,7 @@ encoder's own hidden states.
 
 from __future__ import annotations
 
-import os
 import types
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,33 +45,7 @@ def _docs(arch: str) -> list[list[Any]]:
     return [first, [_noise((20, 40), 1)], [_noise((33, 33), 2)]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any, Any, Any]]:
-    """``checkpoint(arch)`` -> (model, processor, family), built and loaded once per module."""
-    cache: dict[str, tuple[Any, Any, Any]] = {}
-    root = tmp_path_factory.mktemp("vision")
-
-    def get(arch: str) -> tuple[Any, Any, Any]:
-        missing = tiny.missing_requirements(arch)
-        if missing:
-            pytest.skip(f"{arch} needs {', '.join(missing)}")
-        if arch not in cache:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # conftest sets it too; the build must never reach the hub
-            path = tiny.build_tiny(arch, root / arch)
-            model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
-            processor = transformers.AutoProcessor.from_pretrained(path)
-            cache[arch] = (model, processor, families.lookup(model.config))
-        return cache[arch]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _site(model: Any, arch: str) -> Any:

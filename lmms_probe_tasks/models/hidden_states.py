@@ -43,7 +43,7 @@ from lmms_probe_tasks.extract.settings import (
 from lmms_probe_tasks.extract.shared_prefix import (
     right_padding,
 )
-from lmms_probe_tasks.extract.site_pass import extract_sites
+from lmms_probe_tasks.extract.site_pass import extract_batch, extract_sites
 from lmms_probe_tasks.extract.sites import plan_sites, site_fingerprints
 from lmms_probe_tasks.extract.weights_id import weights_identity
 from lmms_probe_tasks.models.probe_requests import ProbeRequests
@@ -272,8 +272,13 @@ class HiddenStates(ProbeRequests, lmms):
         return inputs.to(self._device, model.dtype) if hasattr(inputs, "to") else inputs
 
     def extract(self, inputs: Any) -> Any:
-        """Pooled per-layer features of a batch: ``[batch, len(self.layers), hidden]`` float32."""
-        return self.extract_sites(inputs, [1] * int(inputs["input_ids"].shape[0]))["language"]
+        """The decoder rows alone of a batch: ``[batch, len(self.layers), hidden]`` float32 (whatever ``sites``)."""
+        model = self._load_model()
+        image_mask = None
+        if self.pooling in ("image", "text"):
+            image_mask = families.image_positions(model.config, self.family, inputs)
+        forward = families.forward_kwargs(model, self.family, inputs)
+        return extract_batch(model, forward, self.pooling, self.layers, image_mask, self._decoder)
 
     def extract_sites(self, inputs: Any, images_per_row: list[int]) -> dict[str, np.ndarray]:
         """Every probed site's features of a batch of whole documents: site -> ``[batch, rows, d]`` float32."""
