@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_e2e import _exe, _lmms_eval, _results
+from tests.test_cli_e2e import _exe, _generation_task, _lmms_eval, _results
 
 pytestmark = pytest.mark.e2e
 
@@ -99,25 +99,8 @@ def test_torchrun_every_rank_reports_it_and_none_waits(tiny_llava, tmp_path):
 
 
 def test_tasks_without_external_data_still_run_beside_a_generation_task(tiny_llava, tmp_path):
-    import datasets
-    from PIL import Image
 
-    gen = tmp_path / "gen_tasks"
-    gen.mkdir()
-    datasets.Dataset.from_dict(
-        {"image": [Image.new("RGB", (24, 24), "red")] * 2, "question": ["What colour?"] * 2, "answer": ["red"] * 2},
-        features=datasets.Features(
-            {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
-        ),
-    ).to_parquet(str(gen / "docs.parquet"))
-    (gen / "gen_fixture.yaml").write_text(
-        "task: gen_fixture\ndataset_path: parquet\ndataset_kwargs:\n  data_files: docs.parquet\n"
-        "test_split: train\noutput_type: generate_until\n"
-        "doc_to_visual: !function lmms_probe_tasks.harness.doc_to_visual\n"
-        'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
-        "generation_kwargs: {max_new_tokens: 2, until: ['.']}\n"
-        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-    )
+    gen = _generation_task(tmp_path / "gen_tasks", ["red", "red"], max_new_tokens=2)
     log = _lmms_eval(
         [
             "--model",

@@ -50,6 +50,30 @@ def _layer_rows(task_results: dict, metric: str) -> dict[str, float]:
     }
 
 
+def _generation_task(folder: Path, colours: list[str], max_new_tokens: int) -> Path:
+    """A folder with an ordinary generation task (``gen_fixture``: "What colour?" about one solid image each)."""
+    import datasets
+    from PIL import Image
+
+    folder.mkdir()
+    datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (24, 24), c) for c in colours], "question": ["What colour?"] * len(colours),
+         "answer": list(colours)},
+        features=datasets.Features(
+            {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
+        ),
+    ).to_parquet(str(folder / "docs.parquet"))  # fmt: skip
+    (folder / "gen_fixture.yaml").write_text(
+        "task: gen_fixture\ndataset_path: parquet\ndataset_kwargs:\n  data_files: docs.parquet\n"
+        "test_split: train\noutput_type: generate_until\n"
+        "doc_to_visual: !function lmms_probe_tasks.harness.doc_to_visual\n"
+        'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
+        f"generation_kwargs: {{max_new_tokens: {max_new_tokens}, until: ['.']}}\n"
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory) -> Path:
     from lmms_probe_tasks.tiny import build_tiny
@@ -185,27 +209,9 @@ def _plain_llava(folder: Path) -> Path:
 
 
 def test_foreign_checkpoint_and_a_generation_task_in_one_run(tmp_path):
-    import datasets
-    from PIL import Image
 
     ckpt = _plain_llava(tmp_path / "plain-llava")
-    gen = tmp_path / "gen_tasks"
-    gen.mkdir()
-    images = [Image.new("RGB", (24, 24), colour) for colour in ("red", "blue", "green")]
-    datasets.Dataset.from_dict(
-        {"image": images, "question": ["What colour?"] * 3, "answer": ["red", "blue", "green"]},
-        features=datasets.Features(
-            {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
-        ),
-    ).to_parquet(str(gen / "docs.parquet"))
-    (gen / "gen_fixture.yaml").write_text(
-        "task: gen_fixture\ndataset_path: parquet\ndataset_kwargs:\n  data_files: docs.parquet\n"
-        "test_split: train\noutput_type: generate_until\n"
-        "doc_to_visual: !function lmms_probe_tasks.harness.doc_to_visual\n"
-        'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
-        "generation_kwargs: {max_new_tokens: 4, until: ['.']}\n"
-        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-    )
+    gen = _generation_task(tmp_path / "gen_tasks", ["red", "blue", "green"], max_new_tokens=4)
     log = _lmms_eval(
         [
             "--model",
